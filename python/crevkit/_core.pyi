@@ -1,0 +1,30 @@
+# Hand-written stubs for the compiled module crevkit._core.
+# The raw kernels take float32 C-contiguous arrays only (no conversion);
+# use the documented wrappers in crevkit instead.
+import numpy as np
+import numpy.typing as npt
+
+_has_openmp: bool
+__version__: str
+
+def _omp_max_threads() -> int: ...
+
+# --- forward model (crevkit.simulate) ---
+def simulate_waveforms(
+    tiles: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32],
+    tilt_x: npt.NDArray[np.float32],
+    tilt_y: npt.NDArray[np.float32],
+    pulse: npt.NDArray[np.float64],
+    pulse_centre: int,
+    n_samples: int,
+    lead_bins: float,
+    bins_per_metre: float,
+    cos_tilt: float,
+    tilted: bool,
+    incidence: bool,
+    pixel_size: float,
+    look: tuple[float, float, float],
+    normalize: bool,
+    n_threads: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]: ...

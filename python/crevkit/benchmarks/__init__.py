@@ -1,0 +1,1 @@
+"""Benchmarks, shipped so that `crevkit bench` works after installation."""

@@ -1,0 +1,1 @@
+"""Pure-NumPy twins of every C++ kernel: the baselines kernels are tested and benchmarked against."""
