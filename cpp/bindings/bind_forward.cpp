@@ -18,8 +18,9 @@ py::tuple simulate_waveforms(const farr& tiles, const farr& weights, const farr&
     const int64_t n = tiles.shape(0), ny = tiles.shape(1), nx = tiles.shape(2);
     require(ny > 0 && nx > 0, "tiles: each tile must have at least one pixel");
     require(weights.shape(0) == ny && weights.shape(1) == nx, "weights: shape must equal the tile shape");
-    require(pulse.ndim() == 1 && pulse.shape(0) > 0, "pulse: must be a non-empty 1-D array");
-    require(pulse_centre >= 0 && pulse_centre < pulse.shape(0), "pulse_centre: must index the pulse");
+    require(pulse.ndim() == 2 && pulse.shape(0) == 3 && pulse.shape(1) > 0,
+            "pulse: must be a 3 x L array (pulse, first and second differences)");
+    require(pulse_centre >= 0 && pulse_centre < pulse.shape(1), "pulse_centre: must index the pulse");
     require(n_samples > 0 && n_samples <= (int64_t{1} << 24), "n_samples: must be in 1 .. 16777216");
     require(std::isfinite(lead_bins) && lead_bins >= 0 && lead_bins < static_cast<double>(n_samples),
             "lead_bins: must be finite and inside the window");
@@ -44,22 +45,22 @@ py::tuple simulate_waveforms(const farr& tiles, const farr& weights, const farr&
     o.n_threads = n_threads;
 
     farr out({n, n_samples});
-    py::array_t<uint8_t> empty(n);
+    py::array_t<uint8_t> status(n);
     const float* tp = tiles.data();
     const float* wp = weights.data();
     const float* txp = tilted ? tilt_x.data() : nullptr;
     const float* typ = tilted ? tilt_y.data() : nullptr;
     const double* pp = pulse.data();
-    const int64_t plen = pulse.shape(0);
+    const int64_t plen = pulse.shape(1);
     float* op = out.mutable_data();
-    uint8_t* ep = empty.mutable_data();
+    uint8_t* sp = status.mutable_data();
     {
         // Safe without the GIL: the kernel only touches these raw buffers,
         // which the argument and result arrays keep alive until we return.
         py::gil_scoped_release release;
-        crevkit::forward::simulate_waveforms(tp, n, ny, nx, wp, txp, typ, pp, plen, pulse_centre, o, op, ep);
+        crevkit::forward::simulate_waveforms(tp, n, ny, nx, wp, txp, typ, pp, plen, pulse_centre, o, op, sp);
     }
-    return py::make_tuple(out, empty);
+    return py::make_tuple(out, status);
 }
 
 }  // namespace
@@ -70,5 +71,5 @@ void register_forward(py::module_& m) {
           py::arg("pulse_centre"), py::arg("n_samples"), py::arg("lead_bins"), py::arg("bins_per_metre"),
           py::arg("cos_tilt"), py::arg("tilted"), py::arg("incidence"), py::arg("pixel_size"), py::arg("look"),
           py::arg("normalize"), py::arg("n_threads"),
-          "Forward-model waveforms (raw kernel; use crevkit.simulate_waveforms). Returns (waveforms, empty).");
+          "Forward-model waveforms (raw kernel; use crevkit.simulate_waveforms). Returns (waveforms, status) with status 0 ok, 1 no energy, 2 infinite heights.");
 }

@@ -33,12 +33,15 @@ def as_float32_array(
     convert: bool = True,
     allow_nan: bool = True,
     min_shape: tuple[int, ...] | None = None,
+    check_inf: bool = True,
 ) -> np.ndarray:
     """Return ``value`` as a float32 C-contiguous array, or raise naming ``name``.
 
     With ``convert=True`` (the documented default of the public wrappers) any
     real numeric array is converted once with ``np.ascontiguousarray``; with
     ``convert=False`` the array must already be float32 and C-contiguous.
+    ``check_inf=False`` leaves the (memory-bound) infinity scan to a kernel
+    that checks while it reads the data anyway.
     """
     if isinstance(value, (str, bytes)) or value is None:
         raise CrevkitTypeError(f"{name} must be a numeric array, got {type(value).__name__}")
@@ -64,7 +67,7 @@ def as_float32_array(
             raise CrevkitValueError(f"{name} must be C-contiguous")
     if not allow_nan and not np.isfinite(arr).all():
         raise CrevkitValueError(f"{name} contains NaN or infinite values")
-    if allow_nan and np.isinf(arr).any():
+    if allow_nan and check_inf and np.isinf(arr).any():
         raise CrevkitValueError(f"{name} contains infinite values (use NaN for nodata)")
     return arr
 

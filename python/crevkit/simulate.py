@@ -7,14 +7,17 @@ Physics (see DESIGN.md, "Forward model"):
 * Time: two-way, one bin of ``bin_ns`` spans ``c · bin_ns / 2`` metres of height
   (0.1499 m for 1 ns).  The highest valid point of the tile returns first and is
   placed at ``lead_ns`` (10 ns by default).
-* Binning: each pixel lands at a fractional bin and is split linearly between
-  the two neighbouring bins, so the histogram's centroid is exact (a plain
-  ``int(z / 0.15)`` truncation shifts it by half a bin).  Linear splitting
-  widens the histogram by a variance of 1/6 bin² on average; the default
-  Gaussian pulse is built with its variance reduced by that amount so that the
-  simulated return has the physical width σ_t² = σ_pulse² + σ_surface².  A
-  user-supplied sampled pulse is used as given (its return is 1/6 bin² wider).
-* Pulse: the histogram is convolved with the transmit pulse as a separate step.
+* Binning with sub-bin accuracy: each pixel lands at a fractional bin
+  b + d (b the nearest bin, |d| ≤ 1/2).  Per bin the kernel accumulates the
+  weight moments Σw, Σw·d and Σw·d², and the pulse is shifted by a
+  second-order Taylor expansion, p(t − b − d) ≈ p − d·p' + d²/2·p'', with p'
+  and p'' the pulse's discrete central differences.  That keeps the return's
+  area, centroid and variance exact for any sub-bin distribution of the
+  heights (a plain ``int(z / 0.15)`` truncation shifts the centroid by half a
+  bin; a linear split between two bins adds up to 1/4 bin² of variance), so a
+  plane returns exactly σ_t² = σ_pulse² + σ_surface².  The expansion can leave
+  negative values of the order of 1e-9 in the far tails: they are set to 0.
+* Pulse: the moments are convolved with the transmit pulse as a separate step.
 * Output: ``n_samples`` samples (GLAS: 544 × 1 ns), unit sum (``normalize=True``);
   with ``normalize=False`` the sum is the footprint energy that fell in the
   window (the footprint weights are not renormalized), which is how energy
@@ -47,7 +50,7 @@ from ._validation import as_float32_array, check_finite_number, check_positive, 
 from .errors import CrevkitTypeError, CrevkitValueError
 from .instruments import Instrument, get_instrument
 
-__all__ = ["simulate_waveforms", "footprint_weights", "transmit_pulse", "SimulationPlan", "make_plan",
+__all__ = ["simulate_waveforms", "footprint_weights", "transmit_pulse", "pulse_kernels", "SimulationPlan", "make_plan",
            "simulate_stack"]
 
 _OPTION_DEFAULTS: dict[str, Any] = {
@@ -58,10 +61,6 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "on_empty": "raise",
     "n_threads": None,
 }
-
-# Linear splitting between two bins adds this variance (bins²) on average.
-_SPLIT_VARIANCE = 1.0 / 6.0
-
 
 def footprint_weights(shape: tuple[int, int], pixel_size: float, instrument: Instrument) -> np.ndarray:
     """Gaussian footprint energy weight of each pixel of a tile (float32, peak 1).
@@ -91,28 +90,59 @@ def transmit_pulse(instrument: Instrument) -> tuple[np.ndarray, int]:
     -------
     pulse : ndarray of float64
     centre : int
-        Index of zero delay.  A Gaussian pulse is centred; a sampled pulse is
-        resampled (linear interpolation) onto the bin grid around its centroid,
-        with negative samples set to 0.
+        Index of zero delay.  A Gaussian pulse is centred (sampled to ±6 σ).
+        A sampled pulse has its negative samples set to 0, is resampled onto
+        the bin grid by a cubic spline when ``pulse_dt_ns`` differs from the
+        bin, and is centred on its centroid (nearest sample plus a sub-sample
+        second-order shift).
     """
     if instrument.pulse is None:
         sigma = instrument.pulse_fwhm_ns / (2.0 * math.sqrt(2.0 * math.log(2.0))) / instrument.bin_ns
-        sigma_eff = math.sqrt(sigma * sigma - _SPLIT_VARIANCE)
-        half = max(1, math.ceil(5.0 * sigma))
+        half = max(1, math.ceil(6.0 * sigma))
         k = np.arange(-half, half + 1, dtype=np.float64)
-        p = np.exp(-0.5 * (k / sigma_eff) ** 2)
+        p = np.exp(-0.5 * (k / sigma) ** 2)
         return np.ascontiguousarray(p / p.sum()), half
     p = np.clip(np.asarray(instrument.pulse, dtype=np.float64), 0.0, None)
     dt = instrument.pulse_dt_ns or instrument.bin_ns
-    t = np.arange(p.size) * dt
-    tc = float((t * p).sum() / p.sum())
-    before = math.ceil(tc / instrument.bin_ns - 1e-9)
-    after = math.ceil((t[-1] - tc) / instrument.bin_ns - 1e-9)
-    grid = tc + np.arange(-before, after + 1) * instrument.bin_ns
-    q = np.interp(grid, t, p, left=0.0, right=0.0)
-    if not q.sum() > 0:
-        raise CrevkitValueError("pulse: no energy left after resampling onto the bin grid")
-    return np.ascontiguousarray(q / q.sum()), before
+    if not math.isclose(dt, instrument.bin_ns, rel_tol=1e-9):
+        # onto the bin grid by a cubic spline (linear interpolation would widen it)
+        from scipy.interpolate import make_interp_spline
+
+        t = np.arange(p.size) * dt
+        grid = np.arange(0.0, t[-1] + 1e-9, instrument.bin_ns)
+        spline = make_interp_spline(t, p, k=3) if p.size >= 4 else make_interp_spline(t, p, k=1)
+        p = np.clip(spline(grid), 0.0, None)
+        if not p.sum() > 0:
+            raise CrevkitValueError("pulse: no energy left after resampling onto the bin grid")
+    # zero delay at the centroid: the nearest sample, plus a sub-sample Taylor
+    # shift that keeps the pulse's moments exact
+    k = np.arange(p.size, dtype=np.float64)
+    p = p / p.sum()
+    centroid = float((k * p).sum())
+    centre = int(round(centroid))
+    shift = centroid - centre  # move the pulse earlier by this many bins
+    padded = np.concatenate([[0.0], p, [0.0]])
+    d1 = (padded[2:] - padded[:-2]) / 2.0
+    d2 = padded[2:] - 2.0 * padded[1:-1] + padded[:-2]
+    p = np.clip(p + shift * d1 + 0.5 * shift * shift * d2, 0.0, None)
+    return np.ascontiguousarray(p / p.sum()), centre
+
+
+def pulse_kernels(pulse: np.ndarray, centre: int) -> tuple[np.ndarray, int]:
+    """The pulse and its first and second central differences, one zero added on each side.
+
+    Central differences keep the Taylor-shifted pulse's moments up to the
+    second exactly: Σ k·p'_k = −1, Σ k²·p'_k = −2·mean, Σ k²·p''_k = 2.
+    """
+    p = np.concatenate([[0.0], pulse, [0.0]])
+    d1 = np.zeros_like(p)
+    d2 = np.zeros_like(p)
+    d1[1:-1] = (p[2:] - p[:-2]) / 2.0
+    d2[1:-1] = p[2:] - 2.0 * p[1:-1] + p[:-2]
+    # the outer zeros have neighbours only inside
+    d1[0], d1[-1] = p[1] / 2.0, -p[-2] / 2.0
+    d2[0], d2[-1] = p[1], p[-2]
+    return np.ascontiguousarray(np.stack([p, d1, d2])), centre + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +157,8 @@ class SimulationPlan:
     cos_tilt: float
     tilted: bool
     look: tuple[float, float, float]  # unit vector ground -> instrument
-    pulse: np.ndarray  # float64
-    pulse_centre: int
+    pulse: np.ndarray  # (3, L) float64: pulse, first and second central differences
+    pulse_centre: int  # column of zero delay
     n_samples: int
     lead_bins: float
     bins_per_metre: float
@@ -139,6 +169,7 @@ class SimulationPlan:
 
     @property
     def hist_len(self) -> int:
+        """Bins that can reach the window: n_samples + pulse_centre."""
         return self.n_samples + self.pulse_centre
 
 
@@ -175,7 +206,7 @@ def make_plan(shape: tuple[int, int], pixel_size: float = 0.5, instrument: str |
     x = (np.arange(nx) - (nx - 1) / 2.0) * pixel_size
     y = ((ny - 1) / 2.0 - np.arange(ny)) * pixel_size
     tilted = angle > 0.0
-    pulse, centre = transmit_pulse(ins)
+    pulse, centre = pulse_kernels(*transmit_pulse(ins))
     return SimulationPlan(
         instrument=ins,
         pixel_size=pixel_size,
@@ -198,17 +229,23 @@ def make_plan(shape: tuple[int, int], pixel_size: float = 0.5, instrument: str |
 
 
 def _tiles_argument(tiles: Any) -> tuple[np.ndarray, bool]:
-    arr = as_float32_array(tiles, "tiles", ndim=(2, 3))
+    arr = as_float32_array(tiles, "tiles", ndim=(2, 3), check_inf=False)  # the kernel flags inf
     single = arr.ndim == 2
     return (arr[None] if single else arr), single
 
 
-def _finish(out: np.ndarray, empty: np.ndarray, plan: SimulationPlan, single: bool) -> np.ndarray:
-    if plan.on_empty == "raise" and empty.any():
-        rows = np.flatnonzero(empty)
-        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if rows.size > 10 else "")
+def _rows(mask: np.ndarray) -> str:
+    rows = np.flatnonzero(mask)
+    return f"{rows.size} tile(s) (rows " + ", ".join(str(r) for r in rows[:10]) + (" ...)" if rows.size > 10 else ")")
+
+
+def _finish(out: np.ndarray, status: np.ndarray, plan: SimulationPlan, single: bool) -> np.ndarray:
+    """Raise for flagged tiles (status 1: empty, 2: infinite heights), else return."""
+    if (status == 2).any():
+        raise CrevkitValueError(f"tiles: {_rows(status == 2)} contain infinite heights; use NaN for nodata")
+    if plan.on_empty == "raise" and (status == 1).any():
         raise CrevkitValueError(
-            f"tiles: {rows.size} tile(s) have no valid pixel or no energy in the window (rows {shown}); "
+            f"tiles: {_rows(status == 1)} have no valid pixel or no energy in the window; "
             "pass on_empty='zero' to get all-zero rows instead")
     return out[0] if single else out
 
@@ -248,11 +285,11 @@ def simulate_waveforms(tiles: Any, pixel_size: float = 0.5, instrument: str | In
     plan = make_plan(arr.shape[1:], pixel_size, instrument, **overrides)
     from . import _core
 
-    out, empty = _core.simulate_waveforms(
+    out, status = _core.simulate_waveforms(
         arr, plan.weights, plan.tilt_x, plan.tilt_y, plan.pulse, plan.pulse_centre, plan.n_samples,
         plan.lead_bins, plan.bins_per_metre, plan.cos_tilt, plan.tilted, plan.incidence, plan.pixel_size,
         plan.look, plan.normalize, plan.n_threads)
-    return _finish(out, empty.astype(bool), plan, single)
+    return _finish(out, status, plan, single)
 
 
 def simulate_stack(source: str | Path, output: str | Path, *, pixel_size: float = 0.5,

@@ -1,9 +1,9 @@
 """NumPy twin of the C++ forward model (``crevkit.simulate_waveforms``).
 
 Same signature, same plan (footprint weights, pulse, tilt from
-:func:`crevkit.simulate.make_plan`), same algorithm, float64 throughout:
-linear split of each pixel between two bins with ``np.bincount``, then
-``np.convolve`` with the pulse.
+:func:`crevkit.simulate.make_plan`), same algorithm, float64 throughout: the
+per-bin weight moments with ``np.bincount``, then ``np.convolve`` with the
+pulse and its first and second differences (second-order Taylor shift).
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ def incidence_cosine(z: np.ndarray, pixel_size: float, look: tuple[float, float,
     return np.maximum(c, 0.0)
 
 
-def _simulate_one(tile: np.ndarray, plan: SimulationPlan) -> tuple[np.ndarray, bool]:
+def _simulate_one(tile: np.ndarray, plan: SimulationPlan) -> tuple[np.ndarray, int]:
+    """One waveform and its status (0 ok, 1 empty, 2 infinite heights)."""
     z = tile.astype(np.float64)
+    if np.isinf(z).any():
+        return np.zeros(plan.n_samples), 2
     valid = ~np.isnan(z)
     if not valid.any():
-        return np.zeros(plan.n_samples), True
+        return np.zeros(plan.n_samples), 1
     if plan.tilted:
         h = plan.cos_tilt * z + plan.tilt_x.astype(np.float64)[None, :] + plan.tilt_y.astype(np.float64)[:, None]
     else:
@@ -59,15 +62,18 @@ def _simulate_one(tile: np.ndarray, plan: SimulationPlan) -> tuple[np.ndarray, b
     limit = plan.hist_len
     u = plan.lead_bins + (hv.max() - hv) * plan.bins_per_metre
     u = np.minimum(u, float(limit))
-    b = u.astype(np.int64)
-    f = u - b
-    hist = np.bincount(b, wv - wv * f, minlength=limit + 2) + np.bincount(b + 1, wv * f, minlength=limit + 2)
-    full = np.convolve(hist[:limit], plan.pulse)
-    wave = full[plan.pulse_centre:plan.pulse_centre + plan.n_samples]
+    b = np.floor(u + 0.5).astype(np.int64)  # nearest bin
+    d = u - b
+    wave = np.zeros(plan.n_samples)
+    for moment, coeff in ((wv, 1.0), (wv * d, -1.0), (wv * d * d, 0.5)):
+        hist = np.bincount(b, moment, minlength=limit + 1)[:limit]
+        kernel = plan.pulse[{1.0: 0, -1.0: 1, 0.5: 2}[coeff]]
+        wave += coeff * np.convolve(hist, kernel)[plan.pulse_centre:plan.pulse_centre + plan.n_samples]
+    wave = np.maximum(wave, 0.0)
     total = wave.sum()
     if not total > 0:
-        return np.zeros(plan.n_samples), True
-    return (wave / total if plan.normalize else wave), False
+        return np.zeros(plan.n_samples), 1
+    return (wave / total if plan.normalize else wave), 0
 
 
 def simulate_waveforms(tiles: Any, pixel_size: float = 0.5, instrument: str | Instrument = "glas",
@@ -76,8 +82,8 @@ def simulate_waveforms(tiles: Any, pixel_size: float = 0.5, instrument: str | In
     arr, single = _tiles_argument(tiles)
     plan = make_plan(arr.shape[1:], pixel_size, instrument, **overrides)
     out = np.zeros((arr.shape[0], plan.n_samples), dtype=np.float32)
-    empty = np.zeros(arr.shape[0], dtype=bool)
+    status = np.zeros(arr.shape[0], dtype=np.uint8)
     for n in range(arr.shape[0]):
-        wave, empty[n] = _simulate_one(arr[n], plan)
+        wave, status[n] = _simulate_one(arr[n], plan)
         out[n] = wave
-    return _finish(out, empty, plan, single)
+    return _finish(out, status, plan, single)
