@@ -15,7 +15,7 @@ def simulate_waveforms(
     weights: npt.NDArray[np.float32],
     tilt_x: npt.NDArray[np.float32],
     tilt_y: npt.NDArray[np.float32],
-    pulse: npt.NDArray[np.float64],
+    pulse: npt.NDArray[np.float64],  # (3, L): pulse, first and second central differences
     pulse_centre: int,
     n_samples: int,
     lead_bins: float,
@@ -27,4 +27,5 @@ def simulate_waveforms(
     look: tuple[float, float, float],
     normalize: bool,
     n_threads: int,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]: ...
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """(waveforms (n, n_samples), status (n,): 0 ok, 1 no energy, 2 infinite heights)."""
