@@ -1,0 +1,41 @@
+"""``crevkit init`` and ``crevkit run``: the whole pipeline from one config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+
+
+@main.command("init")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path), default="crevkit.yaml")
+def init_command(config: Path) -> None:
+    """Write a commented CONFIG template (every key at its default)."""
+    from .._atomic import atomic_write_text
+    from ..errors import ConfigError
+    from ..pipeline import template
+
+    if config.exists():
+        raise ConfigError(f"{config} exists; not overwriting it")
+    atomic_write_text(config, template())
+    click.echo(f"wrote {config}")
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from", "from_stage", default=None, help="Recompute from this stage on.")
+@click.option("--until", default=None, help="Stop after this stage.")
+@click.option("--force", is_flag=True, help="Recompute every stage.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (overrides cluster.scheduler).")
+def run_command(config: Path, from_stage, until, force: bool, scheduler) -> None:
+    """Run (or resume) the pipeline described by CONFIG."""
+    from ..errors import ConfigError
+    from ..pipeline import run_pipeline
+
+    if scheduler not in (None, "local"):
+        raise ConfigError("--scheduler: distributed execution is not available in this version; use 'local'")
+    results = run_pipeline(config, from_stage=from_stage, until=until, force=force)
+    for counts in results:
+        click.echo(counts.line())
