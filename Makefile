@@ -27,6 +27,7 @@ all: build
 deps: .deps-stamp
 
 build: deps
+	@mkdir -p $(BUILD_DIR)
 	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release \
 		-Dpybind11_DIR="$$($(PYTHON) -m pybind11 --cmakedir)" \
 		-DPython_EXECUTABLE="$$(command -v $(PYTHON))" \

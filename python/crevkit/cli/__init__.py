@@ -20,6 +20,12 @@ from ..errors import CrevkitError
 _COMMAND_MODULES = [
     "simulate",
     "bench",
+    "pipeline",
+    "scenes", "tiles",
+    "shots",
+    "index",
+    "postprocess",
+    "denoise",
 ]
 
 

@@ -39,3 +39,16 @@ def run_command(config: Path, from_stage, until, force: bool, scheduler) -> None
     results = run_pipeline(config, from_stage=from_stage, until=until, force=force)
     for counts in results:
         click.echo(counts.line())
+
+
+@main.command("demo")
+@click.option("--run-dir", "root", type=click.Path(file_okay=False, path_type=Path), default="demo-run",
+              show_default=True, help="Folder for the demo's inputs, config and run directory.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--small", is_flag=True, help="A tiny scene (a minute or two; what the tests run).")
+def demo_command(root: Path, seed: int, small: bool) -> None:
+    """Synthetic scene, two campaigns, the whole pipeline, and an HTML report."""
+    from ..demo import run_demo
+
+    report = run_demo(root, seed=seed, small=small)
+    click.echo(f"report: {report.resolve()}")

@@ -97,8 +97,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "topology": _k(str, "hexagonal", "node grid", ("rectangular", "hexagonal")),
     },
     "clustering": {
-        "min_samples": _k(int, 5, "OPTICS min_samples"),
-        "xi": _k(NUM, 0.05, "OPTICS xi"),
+        "min_samples": _k(int, 2, "OPTICS min_samples (over map nodes)"),
+        "xi": _k(NUM, 0.02, "OPTICS xi (steepness that ends a cluster)"),
         "use": _k(str, "codebook", "what OPTICS sees", ("codebook", "positions", "both")),
     },
     "label": {

@@ -1,0 +1,339 @@
+"""The pipeline's stages, in order (DESIGN.md, "The pipeline").
+
+Each stage reads what earlier stages wrote in the run directory, writes only
+its own part (atomically, through the library functions it calls) and
+returns its found / done / skipped / failed counts.  The functions are thin:
+the work is in the library modules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .._progress import StageCounts
+from ..errors import ConfigError
+from .runner import Context, Stage
+
+__all__ = ["STAGES"]
+
+log = logging.getLogger("crevkit.pipeline")
+
+TILES = "tiles"
+LIBRARY = "library"
+INDEX = "library/index"
+SHOTS = "shots/table"
+NOISE = "model/noise_model.npz"
+DENOISER = "model/denoiser.pt"
+DENOISED = "shots/denoised.npy"
+MATCHES = "results/matches.npz"
+FEATURES = "features"
+SOM = "som"
+CLUSTERS = "clusters"
+TILE_LABELS = "clusters/tile_labels.parquet"
+RESULTS = "results/shots.parquet"
+MAPS = "maps/maps.json"
+REPORT = "report/index.html"
+
+
+# ------------------------------------------------------------------ helpers
+
+def _tile_store(ctx: Context):
+    from ..tiles import TileStore
+
+    return TileStore(ctx.path(TILES))
+
+
+def _shot_table(ctx: Context):
+    from ..shot_table import ShotTable
+
+    return ShotTable.load(ctx.path(SHOTS))
+
+
+def _library(ctx: Context):
+    from ..library import open_library
+
+    return open_library(ctx.path(LIBRARY))
+
+
+# ------------------------------------------------------------------ stages
+
+def tile_stage(ctx: Context) -> StageCounts:
+    from ..tiles import tile_frames
+
+    cfg = ctx.section("tile")
+    if not ctx.config["dem"]:
+        raise ConfigError("config: dem: no DEM files given")
+    counts = tile_frames(ctx.config["dem"], ctx.path(TILES), resolution=cfg["resolution"],
+                         tile_size_m=cfg["tile_size_m"], crs=cfg["crs"], reproject=cfg["reproject"],
+                         batch_size=cfg["batch_size"], seed=ctx.seed())
+    if _tile_store(ctx).__len__() == 0:
+        raise ConfigError("tile: the DEM frames gave no tile (all nodata, or smaller than one tile)")
+    return counts
+
+
+def simulate_stage(ctx: Context) -> StageCounts:
+    from ..library import build_library
+
+    cfg = ctx.section("simulate")
+    options = {}
+    if cfg["incidence_weighting"]:
+        options["incidence_weighting"] = True
+    if cfg["off_nadir_angle"]:
+        options["off_nadir_angle"] = cfg["off_nadir_angle"]
+    result = build_library(ctx.path(TILES), ctx.path(LIBRARY), pixel_size=ctx.section("tile")["resolution"],
+                           instrument=ctx.config["instrument"], batch_size=cfg["batch_size"], **options)
+    return result if isinstance(result, StageCounts) else StageCounts("simulate", found=len(_library(ctx)),
+                                                                      done=len(_library(ctx)))
+
+
+def index_stage(ctx: Context) -> StageCounts:
+    from ..index import WaveformIndex
+
+    cfg = ctx.section("index")
+    library = _library(ctx)
+    index = WaveformIndex.build(np.asarray(library.waveforms[:]), tile_ids=library.tile_ids, transform=cfg["transform"], alignment=cfg["alignment"], M=cfg["M"],
+                                ef_construction=cfg["ef_construction"], ef_search=cfg["ef"], seed=ctx.seed(),
+                                n_threads=ctx.n_threads, instrument=ctx.config["instrument"])
+    index.save(ctx.path(INDEX))
+    return StageCounts("index", found=len(library), done=index.count,
+                       extra={"unique": index.n_unique})
+
+
+def shots_stage(ctx: Context) -> StageCounts:
+    from ..readers import read_files
+
+    if not ctx.config["shots"]:
+        raise ConfigError("config: shots: no waveform files given")
+    table, counts, errors = read_files(ctx.config["shots"], geolocation=ctx.config["geolocation"])
+    for message in errors:
+        log.warning("shots: %s", message)
+    if table is None:
+        raise ConfigError("shots: no file gave any shot (see the warnings above)")
+    table.save(ctx.path(SHOTS))
+    return counts
+
+
+def _recorded_waveforms(table, n_samples: int) -> np.ndarray:
+    """Shot waveforms cut or padded to the library's length; short records are
+    padded with their own background so the denoiser sees no NaN."""
+    wf = np.asarray(table.waveforms, dtype=np.float32)
+    out = np.empty((wf.shape[0], n_samples), np.float32)
+    m = min(n_samples, wf.shape[1])
+    out[:, :m] = wf[:, :m]
+    if n_samples > m:
+        out[:, m:] = np.nan
+    fill = np.nanmedian(np.where(np.isfinite(out), out, np.nan), axis=1) if out.size else np.zeros(0)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        out[bad] = np.broadcast_to(np.nan_to_num(fill)[:, None], out.shape)[bad]
+    return out
+
+
+def noise_model_stage(ctx: Context) -> StageCounts:
+    from ..noise import NoiseModel
+
+    table = _shot_table(ctx)
+    library = _library(ctx)
+    n_samples = int(library.metadata["n_samples"])
+    valid = table.valid_waveforms() if hasattr(table, "valid_waveforms") else np.ones(len(table.table), bool)
+    waveforms = _recorded_waveforms(table, n_samples)
+    valid = np.asarray(valid, bool)
+    model = NoiseModel.fit(waveforms[valid], n_samples=n_samples, seed=ctx.seed(),
+                           max_vectors=ctx.section("noise_model")["max_vectors"])
+    model.save(ctx.path(NOISE))
+    return StageCounts("noise-model", found=len(valid), done=int(valid.sum()), skipped=int((~valid).sum()))
+
+
+def train_denoiser_stage(ctx: Context) -> StageCounts:
+    from ..denoise import Denoiser
+    from ..noise import NoiseModel
+
+    cfg = ctx.section("denoiser")
+    target = ctx.path(DENOISER)
+    if not cfg["enabled"]:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("disabled\n")
+        return StageCounts("train-denoiser", skipped=1)
+    library = _library(ctx)
+    waveforms = np.asarray(library.waveforms[:], dtype=np.float32)
+    model = Denoiser(n_steps=cfg["steps"], batch_size=cfg["batch_size"], seed=ctx.seed(), n_threads=ctx.n_threads)
+    model.fit(waveforms, NoiseModel.load(ctx.path(NOISE)), checkpoint=target)
+    model.save(target)
+    return StageCounts("train-denoiser", found=len(waveforms), done=1)
+
+
+def denoise_stage(ctx: Context) -> StageCounts:
+    from .._atomic import atomic_path
+    from ..denoise import Denoiser, classical_denoise
+
+    table = _shot_table(ctx)
+    n_samples = int(_library(ctx).metadata["n_samples"])
+    raw = _recorded_waveforms(table, n_samples)
+    if ctx.section("denoiser")["enabled"]:
+        clean = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(raw)
+    else:
+        clean = classical_denoise(raw)
+    with atomic_path(ctx.path(DENOISED), suffix=".npy") as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to the name
+            np.save(fh, clean.astype(np.float32))
+    ok = np.isfinite(clean).all(axis=1)
+    return StageCounts("denoise", found=len(raw), done=int(ok.sum()), failed=int((~ok).sum()))
+
+
+def match_stage(ctx: Context) -> StageCounts:
+    from .._atomic import atomic_path
+    from ..index import WaveformIndex, match_shots
+
+    cfg = ctx.section("match")
+    index = WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY))
+    waveforms = np.load(ctx.path(DENOISED))
+    ok = np.isfinite(waveforms).all(axis=1) & (np.nansum(waveforms, axis=1) > 0)
+    rows = np.full((len(waveforms), cfg["k"]), -1, np.int64)
+    dist = np.full((len(waveforms), cfg["k"]), np.nan, np.float32)
+    if ok.any():
+        r, d = match_shots(index, waveforms[ok], k=cfg["k"], batch_size=cfg["batch_size"], n_threads=ctx.n_threads)
+        rows[ok], dist[ok] = r, d
+    with atomic_path(ctx.path(MATCHES), suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, rows=rows, distances=dist)
+    return StageCounts("match", found=len(waveforms), done=int(ok.sum()), skipped=int((~ok).sum()))
+
+
+def features_stage(ctx: Context) -> StageCounts:
+    from ..features import compute_features
+
+    cfg = ctx.section("features")
+    return compute_features(ctx.path(TILES), ctx.path(FEATURES), pixel_size=ctx.section("tile")["resolution"],
+                            keep=cfg["keep"], batch_size=cfg["batch_size"], n_threads=ctx.n_threads)
+
+
+def som_stage(ctx: Context) -> StageCounts:
+    from ..features import open_features
+    from ..som import SelfOrganizingMap
+
+    cfg = ctx.section("som")
+    features = open_features(ctx.path(FEATURES))
+    som = SelfOrganizingMap(cfg["rows"], cfg["cols"], topology=cfg["topology"], epochs=cfg["epochs"],
+                            seed=ctx.seed(), n_threads=ctx.n_threads)
+    som.fit(features)
+    bmu, dist = som.bmu(features)
+    out = ctx.path(SOM)
+    out.mkdir(parents=True, exist_ok=True)
+    som.save(out / "som.npz")
+    from .._atomic import atomic_path
+
+    with atomic_path(out / "bmu.npz", suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, bmu=np.asarray(bmu), distance=np.asarray(dist))
+    return StageCounts("som", found=int(features.shape[0]), done=int(features.shape[0]),
+                       extra={"quantization_error": round(float(np.mean(dist)), 4)})
+
+
+def cluster_stage(ctx: Context) -> StageCounts:
+    from ..cluster import cluster_som
+    from ..som import SelfOrganizingMap
+
+    cfg = ctx.section("clustering")
+    som = SelfOrganizingMap.load(ctx.path(SOM) / "som.npz")
+    bmu = np.load(ctx.path(SOM) / "bmu.npz")["bmu"]
+    result = cluster_som(som.codebook_, bmu, min_samples=cfg["min_samples"], xi=cfg["xi"], use=cfg["use"],
+                         seed=ctx.seed())
+    result.save(ctx.path(CLUSTERS))
+    n_clusters = int(len(set(result.node_cluster.tolist()) - {-1}))
+    return StageCounts("cluster", found=len(bmu), done=len(bmu), extra={"clusters": n_clusters})
+
+
+def label_stage(ctx: Context) -> StageCounts:
+    import pandas as pd
+
+    from .._atomic import atomic_path
+    from ..cluster import ClusterResult
+    from ..labels import read_labels, suggest_labels, write_label_kit
+
+    cfg = ctx.section("label")
+    store = _tile_store(ctx)
+    clusters = ClusterResult.load(ctx.path(CLUSTERS))
+    tile_ids = np.asarray(store.index["tile_id"])
+    kit = ctx.path(CLUSTERS) / "label_kit"
+    write_label_kit(kit, store.read, tile_ids, clusters.tile_cluster, per_cluster=cfg["per_cluster"],
+                    suggestion=suggest_labels if cfg["suggest"] else None, seed=ctx.seed())
+    if not ctx.config["labels"]:
+        raise ConfigError(f"label: no labels yet — fill {kit / 'clusters_template.csv'} (or tiles_template.csv), "
+                          "set labels: in the config, and run again")
+    labels = read_labels(ctx.config["labels"], tile_ids, clusters.tile_cluster)
+    with atomic_path(ctx.path(TILE_LABELS), suffix=".parquet") as tmp:
+        pd.DataFrame({"tile_id": tile_ids, "label": labels}).to_parquet(tmp, index=False)
+    known = labels != "unknown"
+    return StageCounts("label", found=len(labels), done=int(known.sum()), skipped=int((~known).sum()))
+
+
+def probability_stage(ctx: Context) -> StageCounts:
+    import pandas as pd
+
+    from .._atomic import atomic_path
+    from ..probability import shot_probabilities
+
+    table = _shot_table(ctx).table
+    matches = np.load(ctx.path(MATCHES))
+    labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
+    probs = shot_probabilities(matches["rows"], matches["distances"], labels,
+                               weighting=ctx.section("probability")["weighting"])
+    out = pd.DataFrame({
+        "shot_id": table["shot_id"].astype("int64").to_numpy(),
+        "time": table["time"].to_numpy(),
+        "lon": table["lon"].to_numpy(), "lat": table["lat"].to_numpy(),
+        "x": table["x"].to_numpy(), "y": table["y"].to_numpy(),
+    })
+    for column in probs.columns:
+        out[column] = probs[column].to_numpy()
+    with atomic_path(ctx.path(RESULTS), suffix=".parquet") as tmp:
+        out.to_parquet(tmp, index=False)
+    ok = np.isfinite(out["p_crevasse"].to_numpy())
+    return StageCounts("probability", found=len(out), done=int(ok.sum()), skipped=int((~ok).sum()))
+
+
+def map_stage(ctx: Context) -> StageCounts:
+    import pandas as pd
+
+    from .._atomic import atomic_write_text
+    from ..maps import change_rasters, rasterize
+
+    cfg = ctx.section("map")
+    shots = pd.read_parquet(ctx.path(RESULTS))
+    shots = shots[np.isfinite(shots["p_crevasse"])]
+    out_dir = ctx.path("maps")
+    periods = rasterize(shots, out_dir, cell_size=cfg["cell_size"], period=cfg["period"], min_shots=cfg["min_shots"])
+    changes = change_rasters(periods, out_dir, min_shots=cfg["min_shots"]) if len(periods) > 1 else []
+    atomic_write_text(ctx.path(MAPS), json.dumps({"periods": [str(p) for p in periods],
+                                                  "changes": [str(p) for p in changes]}, indent=2))
+    return StageCounts("map", found=len(periods) + len(changes), done=len(periods) + len(changes))
+
+
+def report_stage(ctx: Context) -> StageCounts:
+    from .report_stage import build_run_report
+
+    path, n_figures = build_run_report(ctx)
+    return StageCounts("report", found=n_figures, done=n_figures, extra={"report": str(path)})
+
+
+STAGES: list[Stage] = [
+    Stage("tile", tile_stage, sections=("tile",), inputs=("dem",), outputs=(f"{TILES}/index.parquet",)),
+    Stage("simulate", simulate_stage, sections=("simulate", "tile"), outputs=(f"{LIBRARY}/library.json",)),
+    Stage("index", index_stage, sections=("index",), outputs=(INDEX,)),
+    Stage("shots", shots_stage, sections=(), inputs=("shots", "geolocation"), outputs=(SHOTS,)),
+    Stage("noise-model", noise_model_stage, sections=("noise_model",), outputs=(NOISE,)),
+    Stage("train-denoiser", train_denoiser_stage, sections=("denoiser",), outputs=(DENOISER,)),
+    Stage("denoise", denoise_stage, sections=("denoiser",), outputs=(DENOISED,)),
+    Stage("match", match_stage, sections=("match",), outputs=(MATCHES,)),
+    Stage("features", features_stage, sections=("features", "tile"), outputs=(FEATURES,)),
+    Stage("som", som_stage, sections=("som",), outputs=(f"{SOM}/som.npz", f"{SOM}/bmu.npz")),
+    Stage("cluster", cluster_stage, sections=("clustering",), outputs=(f"{CLUSTERS}/clusters.json",)),
+    Stage("label", label_stage, sections=("label",), inputs=("labels",), outputs=(TILE_LABELS,)),
+    Stage("probability", probability_stage, sections=("probability",), outputs=(RESULTS,)),
+    Stage("map", map_stage, sections=("map",), outputs=(MAPS,)),
+    Stage("report", report_stage, sections=("report", "truth"), outputs=(REPORT,)),
+]
