@@ -112,66 +112,71 @@ inline void jacobi3(double a[3][3], double v[3][3]) {
     }
 }
 
-// Bilinear sample of an ny x nx tile at metric (x, y), clamped to the pixel-centre box.
-inline double bilinear(const float* tile, int64_t ny, int64_t nx, double cx, double cy, double inv_p, double x,
-                       double y) {
-    double col = x * inv_p + cx;
-    double row = cy - y * inv_p;
-    col = std::min(std::max(col, 0.0), static_cast<double>(nx - 1));
-    row = std::min(std::max(row, 0.0), static_cast<double>(ny - 1));
-    const int64_t j0 = std::min<int64_t>(static_cast<int64_t>(col), nx - 2);
-    const int64_t i0 = std::min<int64_t>(static_cast<int64_t>(row), ny - 2);
-    const double tx = col - static_cast<double>(j0);
-    const double ty = row - static_cast<double>(i0);
-    const float* r0 = tile + i0 * nx + j0;
-    const float* r1 = r0 + nx;
-    const double top = static_cast<double>(r0[0]) + tx * (static_cast<double>(r0[1]) - static_cast<double>(r0[0]));
-    const double bot = static_cast<double>(r1[0]) + tx * (static_cast<double>(r1[1]) - static_cast<double>(r1[0]));
-    return top + ty * (bot - top);
-}
-
 struct Plane {
     double c[3];     // centroid of the masked points
     double n[3];     // unit normal, n[2] >= 0
     double R[3][3];  // minimal rotation with R n = +z
 };
 
+// Columns [lo, hi) of row i inside the input mask circle (same test as the twin:
+// (i-ci)^2 + (j-cj)^2 <= r^2, evaluated per pixel at the span ends).
+inline void mask_span(int64_t i, int64_t nx, double ci, double cj, double r2, int64_t& lo, int64_t& hi) {
+    const double di = static_cast<double>(i) - ci;
+    const double rest = r2 - di * di;
+    if (rest < 0) { lo = hi = 0; return; }
+    const double half = std::sqrt(rest);
+    lo = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(cj - half)) - 1);
+    hi = std::min<int64_t>(nx, static_cast<int64_t>(std::floor(cj + half)) + 2);
+    auto in = [&](int64_t j) { const double dj = static_cast<double>(j) - cj; return di * di + dj * dj <= r2; };
+    while (lo < hi && !in(lo)) ++lo;
+    while (hi > lo && !in(hi - 1)) --hi;
+}
+
 inline Plane fit_plane(const float* tile, int64_t ny, int64_t nx, double p) {
     const double ci = 0.5 * static_cast<double>(ny - 1), cj = 0.5 * static_cast<double>(nx - 1);
     const double rad = 0.5 * static_cast<double>(std::min(ny, nx));
     const double r2 = rad * rad;
+    // pass 1: centroid.  Per row: sum z and sum j z over the span (x sums are closed-form).
     double sx = 0, sy = 0, sz = 0;
     int64_t cnt = 0;
     for (int64_t i = 0; i < ny; ++i) {
-        const double di = static_cast<double>(i) - ci;
+        int64_t lo, hi;
+        mask_span(i, nx, ci, cj, r2, lo, hi);
+        if (hi <= lo) continue;
         const float* row = tile + i * nx;
-        for (int64_t j = 0; j < nx; ++j) {
-            const double dj = static_cast<double>(j) - cj;
-            if (di * di + dj * dj <= r2) {
-                sx += dj * p;
-                sy += -di * p;
-                sz += static_cast<double>(row[j]);
-                ++cnt;
-            }
-        }
+        double rz = 0.0;
+        for (int64_t j = lo; j < hi; ++j) rz += static_cast<double>(row[j]);
+        const int64_t n = hi - lo;
+        const double di = static_cast<double>(i) - ci;
+        sx += p * (0.5 * static_cast<double>(lo + hi - 1) - cj) * static_cast<double>(n);
+        sy += -di * p * static_cast<double>(n);
+        sz += rz;
+        cnt += n;
     }
     Plane pl;
     const double inv = 1.0 / static_cast<double>(cnt);
     pl.c[0] = sx * inv; pl.c[1] = sy * inv; pl.c[2] = sz * inv;
+    // pass 2: centred second moments
     double cxx = 0, cxy = 0, cxz = 0, cyy = 0, cyz = 0, czz = 0;
     for (int64_t i = 0; i < ny; ++i) {
+        int64_t lo, hi;
+        mask_span(i, nx, ci, cj, r2, lo, hi);
+        if (hi <= lo) continue;
         const double di = static_cast<double>(i) - ci;
         const float* row = tile + i * nx;
         const double y = -di * p - pl.c[1];
-        for (int64_t j = 0; j < nx; ++j) {
-            const double dj = static_cast<double>(j) - cj;
-            if (di * di + dj * dj <= r2) {
-                const double x = dj * p - pl.c[0];
-                const double z = static_cast<double>(row[j]) - pl.c[2];
-                cxx += x * x; cxy += x * y; cxz += x * z;
-                cyy += y * y; cyz += y * z; czz += z * z;
-            }
+        double rxx = 0, rx = 0, rxz = 0, rz = 0, rzz = 0;
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd reduction(+ : rxx, rx, rxz, rz, rzz)
+#endif
+        for (int64_t j = lo; j < hi; ++j) {
+            const double x = (static_cast<double>(j) - cj) * p - pl.c[0];
+            const double z = static_cast<double>(row[j]) - pl.c[2];
+            rxx += x * x; rx += x; rxz += x * z; rz += z; rzz += z * z;
         }
+        const double n = static_cast<double>(hi - lo);
+        cxx += rxx; cxy += y * rx; cxz += rxz;
+        cyy += y * y * n; cyz += y * rz; czz += rzz;
     }
     double a[3][3] = {{cxx * inv, cxy * inv, cxz * inv}, {cxy * inv, cyy * inv, cyz * inv},
                       {cxz * inv, cyz * inv, czz * inv}};
@@ -194,7 +199,8 @@ inline Plane fit_plane(const float* tile, int64_t ny, int64_t nx, double p) {
 }
 
 // Steps 4-5: resample the flattened surface onto the m x m output grid turned by
-// `angle` (radians).  Nodes outside the output disc are 0.
+// `angle` (radians).  Nodes outside the output disc: rim value on the same ray
+// (edge_fill) or 0.  Row by row, branch-free inner loops (SIMD gathers).
 inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl, const NormalizeOptions& o,
                      double angle, float* out) {
     const int64_t m = o.out_size;
@@ -204,6 +210,11 @@ inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl,
     const double r2 = 0.25 * static_cast<double>(m) * static_cast<double>(m);
     const double ca = std::cos(angle), sa = std::sin(angle);
     const double(&R)[3][3] = pl.R;
+    const double colmax = static_cast<double>(nx - 1), rowmax = static_cast<double>(ny - 1);
+    const int32_t jlast = static_cast<int32_t>(nx - 2), ilast = static_cast<int32_t>(ny - 2);
+    const int32_t stride = static_cast<int32_t>(nx);
+    std::vector<double> bx(static_cast<size_t>(m)), by(static_cast<size_t>(m)), zp(static_cast<size_t>(m));
+    std::vector<unsigned char> keep(static_cast<size_t>(m));
     for (int64_t i = 0; i < m; ++i) {
         const double di = static_cast<double>(i) - c0;
         const double v = -di * p;
@@ -211,11 +222,9 @@ inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl,
             const double dj = static_cast<double>(j) - c0;
             double u = dj * p, w = v;
             const double d2 = di * di + dj * dj;
+            keep[j] = 1;
             if (d2 > r2) {
-                if (!o.edge_fill) {
-                    out[i * m + j] = 0.0f;
-                    continue;
-                }
+                if (!o.edge_fill) keep[j] = 0;
                 // radial edge extension: sample the rim point on the same ray
                 const double f = std::sqrt(r2 / d2);
                 u *= f;
@@ -224,17 +233,39 @@ inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl,
             const double xp = u * ca - w * sa;
             const double yp = u * sa + w * ca;
             // in-plane part of the source position: c_xy + R^T (x', y', 0)
-            const double bx = pl.c[0] + R[0][0] * xp + R[1][0] * yp;
-            const double by = pl.c[1] + R[0][1] * xp + R[1][1] * yp;
-            double zp = 0.0;
-            for (int it = 0; it < o.iterations; ++it) {
-                const double sx = bx + R[2][0] * zp;
-                const double sy = by + R[2][1] * zp;
-                const double zs = bilinear(tile, ny, nx, cj, ci, inv_p, sx, sy);
-                zp = R[2][0] * (sx - pl.c[0]) + R[2][1] * (sy - pl.c[1]) + R[2][2] * (zs - pl.c[2]);
-            }
-            out[i * m + j] = static_cast<float>(zp);
+            bx[j] = pl.c[0] + R[0][0] * xp + R[1][0] * yp;
+            by[j] = pl.c[1] + R[0][1] * xp + R[1][1] * yp;
+            zp[j] = 0.0;
         }
+        double* zpp = zp.data();
+        const double* bxp = bx.data();
+        const double* byp = by.data();
+        for (int it = 0; it < o.iterations; ++it) {
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd
+#endif
+            for (int64_t j = 0; j < m; ++j) {
+                const double sx = bxp[j] + R[2][0] * zpp[j];
+                const double sy = byp[j] + R[2][1] * zpp[j];
+                double col = sx * inv_p + cj;
+                double row = ci - sy * inv_p;
+                col = std::min(std::max(col, 0.0), colmax);
+                row = std::min(std::max(row, 0.0), rowmax);
+                const int32_t j0 = std::min(static_cast<int32_t>(col), jlast);
+                const int32_t i0 = std::min(static_cast<int32_t>(row), ilast);
+                const double tx = col - static_cast<double>(j0);
+                const double ty = row - static_cast<double>(i0);
+                const int32_t idx = i0 * stride + j0;
+                const double z00 = tile[idx], z01 = tile[idx + 1];
+                const double z10 = tile[idx + stride], z11 = tile[idx + stride + 1];
+                const double top = z00 + tx * (z01 - z00);
+                const double bot = z10 + tx * (z11 - z10);
+                const double zs = top + ty * (bot - top);
+                zpp[j] = R[2][0] * (sx - pl.c[0]) + R[2][1] * (sy - pl.c[1]) + R[2][2] * (zs - pl.c[2]);
+            }
+        }
+        float* orow = out + i * m;
+        for (int64_t j = 0; j < m; ++j) orow[j] = keep[j] ? static_cast<float>(zp[j]) : 0.0f;
     }
 }
 
@@ -387,28 +418,110 @@ inline void normalize_tiles(const float* tiles, int64_t n_tiles, int64_t ny, int
 }
 
 // Kept DCT-II coefficients: out[t, k] = dctn(tile_t, norm="ortho")[u[k], v[k]].
+//
+// Even/odd split (halves the work of both products): C[k, N-1-t] = (-1)^k C[k, t],
+// so with s_t = x_t + x_{N-1-t} and a_t = x_t - x_{N-1-t} (t < N/2; the middle
+// sample of an odd N goes to s alone), even k need only sum_t s_t C[k, t] and
+// odd k only sum_t a_t C[k, t].  Applied along rows (T C_x^T) and then along
+// columns (C_y P), accumulating in double.
+namespace detail {
+
+// Half-length basis, transposed: rows t < half, columns = the needed k of one parity.
+inline std::vector<double> half_basis_t(const std::vector<double>& c, int64_t N, int64_t K, int parity,
+                                        int64_t half, int64_t& count) {
+    count = 0;
+    for (int64_t k = parity; k < K; k += 2) ++count;
+    std::vector<double> out(static_cast<size_t>(std::max<int64_t>(1, half * count)), 0.0);
+    int64_t col = 0;
+    for (int64_t k = parity; k < K; k += 2, ++col)
+        for (int64_t t = 0; t < half; ++t) out[static_cast<size_t>(t * count + col)] = c[static_cast<size_t>(k * N + t)];
+    return out;
+}
+
+// y[0:len] += sum_t coef[t] * B[t, 0:len] over t < nt (B row stride ld), four rows at a time.
+inline void accumulate_rows(double* y, int64_t len, const double* coef, int64_t nt, const double* B, int64_t ld) {
+    int64_t t = 0;
+    for (; t + 4 <= nt; t += 4) {
+        const double a0 = coef[t], a1 = coef[t + 1], a2 = coef[t + 2], a3 = coef[t + 3];
+        const double* b0 = B + t * ld;
+        const double* b1 = b0 + ld;
+        const double* b2 = b1 + ld;
+        const double* b3 = b2 + ld;
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd
+#endif
+        for (int64_t q = 0; q < len; ++q) y[q] += a0 * b0[q] + a1 * b1[q] + a2 * b2[q] + a3 * b3[q];
+    }
+    for (; t < nt; ++t) {
+        const double a0 = coef[t];
+        const double* b0 = B + t * ld;
+        for (int64_t q = 0; q < len; ++q) y[q] += a0 * b0[q];
+    }
+}
+
+// Two outputs sharing the B rows: y0 += sum_t c0[t] B[t], y1 += sum_t c1[t] B[t]
+// (each loaded B vector feeds two FMAs).
+inline void accumulate_rows2(double* y0, double* y1, int64_t len, const double* c0, const double* c1, int64_t nt,
+                             const double* B, int64_t ld) {
+    int64_t t = 0;
+    for (; t + 2 <= nt; t += 2) {
+        const double a0 = c0[t], a1 = c0[t + 1], b0 = c1[t], b1 = c1[t + 1];
+        const double* r0 = B + t * ld;
+        const double* r1 = r0 + ld;
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd
+#endif
+        for (int64_t q = 0; q < len; ++q) {
+            const double x0 = r0[q], x1 = r1[q];
+            y0[q] += a0 * x0 + a1 * x1;
+            y1[q] += b0 * x0 + b1 * x1;
+        }
+    }
+    for (; t < nt; ++t) {
+        const double a0 = c0[t], b0 = c1[t];
+        const double* r0 = B + t * ld;
+        for (int64_t q = 0; q < len; ++q) {
+            y0[q] += a0 * r0[q];
+            y1[q] += b0 * r0[q];
+        }
+    }
+}
+
+}  // namespace detail
+
 inline void dct_compress(const float* tiles, int64_t n_tiles, int64_t ny, int64_t nx, const int64_t* u,
                          const int64_t* v, int64_t k, int n_threads_req, float* out) {
     if (n_tiles < 0 || ny < 1 || nx < 1) throw std::invalid_argument("tiles: bad shape");
     if (k < 1) throw std::invalid_argument("keep at least one coefficient");
     const detail::KeptSet s = detail::kept_set(u, v, k, ny, nx);
-    const std::vector<double> cy = detail::dct_basis(s.U, ny);  // U x ny
-    const std::vector<double> cxb = detail::dct_basis(s.V, nx);  // V x nx
-    // transposed x basis: nx x V, so P[i, :] accumulates contiguous rows
-    std::vector<double> cxt(static_cast<size_t>(nx * s.V));
-    for (int64_t vv = 0; vv < s.V; ++vv)
-        for (int64_t j = 0; j < nx; ++j) cxt[static_cast<size_t>(j * s.V + vv)] = cxb[static_cast<size_t>(vv * nx + j)];
-    const int64_t tile_size = ny * nx, U = s.U, V = s.V;
+    const int64_t U = s.U, V = s.V, tile_size = ny * nx;
+    const int64_t hx_s = (nx + 1) / 2, hx_a = nx / 2;  // lengths of the symmetric / antisymmetric halves
+    const int64_t hy_s = (ny + 1) / 2, hy_a = ny / 2;
+    const std::vector<double> cy = detail::dct_basis(U, ny);  // U x ny
+    const std::vector<double> cx = detail::dct_basis(V, nx);  // V x nx
+    int64_t Ve = 0, Vo = 0;
+    const std::vector<double> cxe = detail::half_basis_t(cx, nx, V, 0, hx_s, Ve);  // hx_s x Ve
+    const std::vector<double> cxo = detail::half_basis_t(cx, nx, V, 1, hx_a, Vo);  // hx_a x Vo
+    // per u: number of even / odd v columns needed
+    std::vector<int64_t> le(static_cast<size_t>(U)), lo(static_cast<size_t>(U));
+    for (int64_t uu = 0; uu < U; ++uu) {
+        le[uu] = (s.vlim[uu] + 1) / 2;
+        lo[uu] = s.vlim[uu] / 2;
+    }
+    const int64_t W = Ve + Vo;  // P row: [even v | odd v]
     const int n_threads = clamp_threads(n_threads_req);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        std::vector<double> P, D;
+        std::vector<double> P, Q, D, sym, anti;
         errors.run([&] {
-            P.assign(static_cast<size_t>(ny * V), 0.0);
-            D.assign(static_cast<size_t>(U * V), 0.0);
+            P.assign(static_cast<size_t>(ny * W), 0.0);
+            Q.assign(static_cast<size_t>(2 * hy_s * W), 0.0);
+            D.assign(static_cast<size_t>(U * W), 0.0);
+            sym.assign(static_cast<size_t>(2 * hx_s), 0.0);
+            anti.assign(static_cast<size_t>(2 * hx_s), 0.0);
         });
 #if CREVKIT_HAS_OPENMP
 #pragma omp for schedule(dynamic, 4)
@@ -417,56 +530,66 @@ inline void dct_compress(const float* tiles, int64_t n_tiles, int64_t ny, int64_
             if (errors.failed()) continue;
             errors.run([&] {
                 const float* tile = tiles + t * tile_size;
-                // P = T C_x^T   (ny x V)
-                for (int64_t i = 0; i < ny; ++i) {
-                    double* prow = P.data() + i * V;
-                    std::fill(prow, prow + V, 0.0);
-                    const float* trow = tile + i * nx;
-                    int64_t j = 0;
-                    for (; j + 4 <= nx; j += 4) {
-                        const double t0 = trow[j], t1 = trow[j + 1], t2 = trow[j + 2], t3 = trow[j + 3];
-                        const double* c0 = cxt.data() + j * V;
-                        const double* c1 = c0 + V;
-                        const double* c2 = c1 + V;
-                        const double* c3 = c2 + V;
-#if CREVKIT_HAS_OPENMP
-#pragma omp simd
-#endif
-                        for (int64_t q = 0; q < V; ++q) prow[q] += t0 * c0[q] + t1 * c1[q] + t2 * c2[q] + t3 * c3[q];
+                // stage 1: P[i, :] = T[i, :] C_x^T, even and odd v separately
+                // two rows at a time: sym/anti hold rows i (first half) and i+1 (second half)
+                const int64_t hs = hx_s;
+                for (int64_t i = 0; i < ny; i += 2) {
+                    const int64_t rows = std::min<int64_t>(2, ny - i);
+                    for (int64_t r = 0; r < rows; ++r) {
+                        const float* trow = tile + (i + r) * nx;
+                        double* sr = sym.data() + r * hs;
+                        double* ar = anti.data() + r * hs;
+                        for (int64_t j = 0; j < hx_a; ++j) {
+                            const double a = trow[j], b = trow[nx - 1 - j];
+                            sr[j] = a + b;
+                            ar[j] = a - b;
+                        }
+                        if (nx & 1) sr[hx_a] = trow[hx_a];
                     }
-                    for (; j < nx; ++j) {
-                        const double t0 = trow[j];
-                        const double* c0 = cxt.data() + j * V;
-                        for (int64_t q = 0; q < V; ++q) prow[q] += t0 * c0[q];
+                    double* p0 = P.data() + i * W;
+                    std::fill(p0, p0 + rows * W, 0.0);
+                    if (rows == 2) {
+                        double* p1 = p0 + W;
+                        detail::accumulate_rows2(p0, p1, Ve, sym.data(), sym.data() + hs, hx_s, cxe.data(), Ve);
+                        if (Vo > 0)
+                            detail::accumulate_rows2(p0 + Ve, p1 + Ve, Vo, anti.data(), anti.data() + hs, hx_a,
+                                                     cxo.data(), Vo);
+                    } else {
+                        detail::accumulate_rows(p0, Ve, sym.data(), hx_s, cxe.data(), Ve);
+                        if (Vo > 0) detail::accumulate_rows(p0 + Ve, Vo, anti.data(), hx_a, cxo.data(), Vo);
                     }
                 }
-                // D[u, :vlim(u)] = C_y[u] P[:, :vlim(u)]
+                // stage 2 inputs: Q_s[i] = P[i] + P[ny-1-i], Q_a[i] = P[i] - P[ny-1-i]
+                double* qs = Q.data();
+                double* qa = Q.data() + hy_s * W;
+                for (int64_t i = 0; i < hy_a; ++i) {
+                    const double* p0 = P.data() + i * W;
+                    const double* p1 = P.data() + (ny - 1 - i) * W;
+                    for (int64_t q = 0; q < W; ++q) {
+                        qs[i * W + q] = p0[q] + p1[q];
+                        qa[i * W + q] = p0[q] - p1[q];
+                    }
+                }
+                if (ny & 1) std::copy(P.data() + hy_a * W, P.data() + (hy_a + 1) * W, qs + hy_a * W);
+                // D[u, :] = C_y[u, :half] Q_{parity(u)}, only the columns kept for this u
                 for (int64_t uu = 0; uu < U; ++uu) {
-                    const int64_t lim = s.vlim[uu];
-                    if (lim == 0) continue;
-                    double* drow = D.data() + uu * V;
-                    std::fill(drow, drow + lim, 0.0);
+                    if (s.vlim[uu] == 0) continue;
+                    const bool even = (uu & 1) == 0;
+                    const double* src = even ? qs : qa;
+                    const int64_t nt = even ? hy_s : hy_a;
                     const double* crow = cy.data() + uu * ny;
-                    int64_t i = 0;
-                    for (; i + 4 <= ny; i += 4) {
-                        const double a0 = crow[i], a1 = crow[i + 1], a2 = crow[i + 2], a3 = crow[i + 3];
-                        const double* p0 = P.data() + i * V;
-                        const double* p1 = p0 + V;
-                        const double* p2 = p1 + V;
-                        const double* p3 = p2 + V;
-#if CREVKIT_HAS_OPENMP
-#pragma omp simd
-#endif
-                        for (int64_t q = 0; q < lim; ++q) drow[q] += a0 * p0[q] + a1 * p1[q] + a2 * p2[q] + a3 * p3[q];
-                    }
-                    for (; i < ny; ++i) {
-                        const double a0 = crow[i];
-                        const double* p0 = P.data() + i * V;
-                        for (int64_t q = 0; q < lim; ++q) drow[q] += a0 * p0[q];
-                    }
+                    double* drow = D.data() + uu * W;
+                    std::fill(drow, drow + Ve, 0.0);
+                    std::fill(drow + Ve, drow + W, 0.0);
+                    detail::accumulate_rows(drow, le[uu], crow, nt, src, W);
+                    if (lo[uu] > 0) detail::accumulate_rows(drow + Ve, lo[uu], crow, nt, src + Ve, W);
                 }
                 float* dst = out + t * k;
-                for (int64_t q = 0; q < k; ++q) dst[q] = static_cast<float>(D[static_cast<size_t>(u[q] * V + v[q])]);
+                for (int64_t q = 0; q < k; ++q) {
+                    const int64_t vv = v[q];
+                    const int64_t col = (vv & 1) ? Ve + vv / 2 : vv / 2;
+                    dst[q] = static_cast<float>(D[static_cast<size_t>(u[q] * W + col)]);
+                }
             });
         }
     }
