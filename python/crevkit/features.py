@@ -19,8 +19,11 @@ south); heights are metres, up.
 * **Aspect** – the downslope direction in degrees clockwise from north,
   ``atan2(n_x, n_y) mod 360``, in ``[0, 360)``; 0 for an exactly flat plane.
   A plane rising to the east (``z = a x``, ``a > 0``) has aspect 270.
-* **Rotation** – the in-plane turn applied by ``orient=True``, degrees
-  counter-clockwise; 0 otherwise.
+* **Rotation** – the in-plane turn applied by ``orient=True`` (the default),
+  degrees counter-clockwise, in ``(-90, 270]``; 0 with ``orient=False``.  The
+  dominant gradient direction (Gaussian-derivative structure tensor) is turned
+  to the +column axis; of the two opposite choices, the one whose height moment
+  ``sum z * x`` over the disc is >= 0 (high side towards +x) is taken.
 
 Normalized tiles are ``m x m`` with ``m = floor(min(ny, nx) / sqrt(2))``
 (141 for 200 x 200): the square inscribed in the input mask circle.  Pixels
@@ -159,7 +162,7 @@ def normalize_tiles(
     *,
     size: int | None = None,
     iterations: int = 3,
-    orient: bool = False,
+    orient: bool = True,
     fill: str = "edge",
     n_threads: int | None = None,
 ) -> NormalizedTiles:
@@ -177,9 +180,12 @@ def normalize_tiles(
         Fixed-point steps when inverting the rotation (default 3; a plane is
         exact after 1, rough tiles on steep slopes need more).
     orient : bool
-        Also turn the dominant gradient direction to the +column axis (high side
-        towards +x: see the module notes).  Off by default: on the synthetic
-        benchmark it did not improve cluster purity (see ``bench/RESULTS.md``).
+        Also turn the dominant gradient direction to the +column axis, the high
+        side towards +x (rule in ``cpp/include/crevkit/features.hpp``, step 6).
+        On by default: on synthetic tiles of four classes in random orientations
+        it raised k-means purity from about 0.5 to 0.64 and nearest-neighbour
+        class accuracy from about 0.65 to 0.97 (``crevkit.benchmarks.features``).
+        It doubles the cost of normalization.
     fill : {"edge", "zero"}
         Pixels outside the output disc: ``"edge"`` (default) repeats the rim
         value along each ray from the centre, so the tile depends on the disc
@@ -611,7 +617,7 @@ def write_features(
     keep: int | float | None = None,
     tolerance: float | None = None,
     metric: str = "max",
-    orient: bool = False,
+    orient: bool = True,
     fill: str = "edge",
     iterations: int = 3,
     batch_size: int = 256,

@@ -49,7 +49,9 @@
 // dct: orthonormal DCT-II, C[k, t] = a_k cos(pi (2t+1) k / (2N)), a_0 = sqrt(1/N),
 // a_k = sqrt(2/N); coefficient (u, v) of a tile T is (C_y T C_x^T)[u, v], equal
 // to scipy.fft.dctn(T, norm="ortho")[u, v].  Only the kept (u, v) are computed:
-//   P = T C_x[:V]^T (ny x V), then D[u, :vlim(u)] = C_y[u] P[:, :vlim(u)]  (double).
+//   P = T C_x[:V]^T (ny x V), then D[u, :vlim(u)] = C_y[u] P[:, :vlim(u)]
+// in double, each product halved by the even/odd symmetry of the basis (see
+// dct_compress).  dct_decompress runs the same steps backwards.
 #pragma once
 
 #include <algorithm>
@@ -597,25 +599,38 @@ inline void dct_compress(const float* tiles, int64_t n_tiles, int64_t ny, int64_
 }
 
 // Inverse of dct_compress: tiles from their kept coefficients (the rest taken as 0).
+// Same even/odd split, backwards: along x, W[u, j] and W[u, nx-1-j] are the sum
+// and difference of the even-v and odd-v partial sums over j < nx/2; then the
+// same along y with the even-u and odd-u rows of W.
 inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, const int64_t* u, const int64_t* v,
                            int64_t ny, int64_t nx, int n_threads_req, float* out) {
     if (n_tiles < 0 || ny < 1 || nx < 1) throw std::invalid_argument("shape: bad tile shape");
     if (k < 1) throw std::invalid_argument("coeffs: need at least one coefficient");
     const detail::KeptSet s = detail::kept_set(u, v, k, ny, nx);
-    const std::vector<double> cy = detail::dct_basis(s.U, ny);  // U x ny
-    const std::vector<double> cx = detail::dct_basis(s.V, nx);  // V x nx
     const int64_t U = s.U, V = s.V, tile_size = ny * nx;
+    const int64_t hx_s = (nx + 1) / 2, hx_a = nx / 2, hy_s = (ny + 1) / 2, hy_a = ny / 2;
+    const std::vector<double> cy = detail::dct_basis(U, ny);  // U x ny
+    const std::vector<double> cx = detail::dct_basis(V, nx);  // V x nx
+    const int64_t Ue = (U + 1) / 2, Uo = U / 2;
+    // y basis transposed per parity: cye[i, r] = C_y[2r, i] (i < hy_s), cyo[i, r] = C_y[2r+1, i] (i < hy_a)
+    std::vector<double> cye(static_cast<size_t>(std::max<int64_t>(1, hy_s * Ue))), cyo(static_cast<size_t>(std::max<int64_t>(1, hy_a * Uo)));
+    for (int64_t r = 0; r < Ue; ++r)
+        for (int64_t i = 0; i < hy_s; ++i) cye[static_cast<size_t>(i * Ue + r)] = cy[static_cast<size_t>(2 * r * ny + i)];
+    for (int64_t r = 0; r < Uo; ++r)
+        for (int64_t i = 0; i < hy_a; ++i) cyo[static_cast<size_t>(i * Uo + r)] = cy[static_cast<size_t>((2 * r + 1) * ny + i)];
     const int n_threads = clamp_threads(n_threads_req);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        std::vector<double> D, W, T;
+        std::vector<double> D, Wm, half, te, to;
         errors.run([&] {
             D.assign(static_cast<size_t>(U * V), 0.0);
-            W.assign(static_cast<size_t>(U * nx), 0.0);
-            T.assign(static_cast<size_t>(nx), 0.0);
+            Wm.assign(static_cast<size_t>(U * nx), 0.0);  // rows: even u first (Ue), then odd u (Uo)
+            half.assign(static_cast<size_t>(2 * hx_s), 0.0);
+            te.assign(static_cast<size_t>(nx), 0.0);
+            to.assign(static_cast<size_t>(nx), 0.0);
         });
 #if CREVKIT_HAS_OPENMP
 #pragma omp for schedule(dynamic, 4)
@@ -626,34 +641,51 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
                 const float* src = coeffs + t * k;
                 std::fill(D.begin(), D.end(), 0.0);
                 for (int64_t q = 0; q < k; ++q) D[static_cast<size_t>(u[q] * V + v[q])] += static_cast<double>(src[q]);
-                // W = D C_x (U x nx)
+                // stage 1 (along x): W[u, :] from the even-v and odd-v partial sums
                 for (int64_t uu = 0; uu < U; ++uu) {
-                    double* wrow = W.data() + uu * nx;
-                    std::fill(wrow, wrow + nx, 0.0);
+                    double* wrow = Wm.data() + ((uu & 1) ? Ue + uu / 2 : uu / 2) * nx;
+                    double* we = half.data();
+                    double* wo = half.data() + hx_s;
+                    std::fill(we, we + 2 * hx_s, 0.0);
                     const double* drow = D.data() + uu * V;
                     for (int64_t vv = 0; vv < s.vlim[uu]; ++vv) {
                         const double d = drow[vv];
                         if (d == 0.0) continue;
                         const double* crow = cx.data() + vv * nx;
+                        double* acc = (vv & 1) ? wo : we;
+                        const int64_t len = (vv & 1) ? hx_a : hx_s;
 #if CREVKIT_HAS_OPENMP
 #pragma omp simd
 #endif
-                        for (int64_t j = 0; j < nx; ++j) wrow[j] += d * crow[j];
+                        for (int64_t j = 0; j < len; ++j) acc[j] += d * crow[j];
                     }
+                    for (int64_t j = 0; j < hx_a; ++j) {
+                        wrow[j] = we[j] + wo[j];
+                        wrow[nx - 1 - j] = we[j] - wo[j];
+                    }
+                    if (nx & 1) wrow[hx_a] = we[hx_a];
                 }
-                // tile = C_y^T W (ny x nx)
+                // stage 2 (along y): rows i and ny-1-i from the even-u and odd-u sums
                 float* dst = out + t * tile_size;
-                for (int64_t i = 0; i < ny; ++i) {
-                    std::fill(T.begin(), T.end(), 0.0);
-                    for (int64_t uu = 0; uu < U; ++uu) {
-                        const double c = cy[static_cast<size_t>(uu * ny + i)];
-                        const double* wrow = W.data() + uu * nx;
-#if CREVKIT_HAS_OPENMP
-#pragma omp simd
-#endif
-                        for (int64_t j = 0; j < nx; ++j) T[j] += c * wrow[j];
+                const double* wev = Wm.data();
+                const double* wod = Wm.data() + Ue * nx;
+                for (int64_t i = 0; i < hy_s; ++i) {
+                    std::fill(te.begin(), te.end(), 0.0);
+                    detail::accumulate_rows(te.data(), nx, cye.data() + i * Ue, Ue, wev, nx);
+                    const bool pair = i < hy_a;
+                    if (pair) {
+                        std::fill(to.begin(), to.end(), 0.0);
+                        if (Uo > 0) detail::accumulate_rows(to.data(), nx, cyo.data() + i * Uo, Uo, wod, nx);
+                        float* r0 = dst + i * nx;
+                        float* r1 = dst + (ny - 1 - i) * nx;
+                        for (int64_t j = 0; j < nx; ++j) {
+                            r0[j] = static_cast<float>(te[j] + to[j]);
+                            r1[j] = static_cast<float>(te[j] - to[j]);
+                        }
+                    } else {
+                        float* r0 = dst + i * nx;
+                        for (int64_t j = 0; j < nx; ++j) r0[j] = static_cast<float>(te[j]);
                     }
-                    for (int64_t j = 0; j < nx; ++j) dst[i * nx + j] = static_cast<float>(T[j]);
                 }
             });
         }

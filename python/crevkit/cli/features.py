@@ -17,7 +17,7 @@ from . import main
               help="Instead of --keep: height tolerance (m), e.g. 0.15; K is chosen once on a sample.")
 @click.option("--metric", type=click.Choice(["max", "rms"]), default="max", show_default=True,
               help="Error bounded by --tolerance.")
-@click.option("--orient/--no-orient", default=False, show_default=True,
+@click.option("--orient/--no-orient", default=True, show_default=True,
               help="Also turn the dominant gradient direction to a fixed axis.")
 @click.option("--fill", type=click.Choice(["edge", "zero"]), default="edge", show_default=True,
               help="Pixels outside the disc: rim value along the ray, or 0.")

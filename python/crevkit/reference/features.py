@@ -129,7 +129,7 @@ def normalize_tiles(
     *,
     size: int | None = None,
     iterations: int = 3,
-    orient: bool = False,
+    orient: bool = True,
     fill: str = "edge",
     n_threads: int | None = None,
 ) -> _f.NormalizedTiles:
