@@ -260,6 +260,24 @@ def test_full_keep_equals_scipy_and_round_trips(shape):
     np.testing.assert_allclose(back, tiles, rtol=0, atol=2e-6 * np.abs(tiles).max())
 
 
+@settings(max_examples=40, deadline=None)
+@given(ny=st.integers(1, 40), nx=st.integers(1, 40), frac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_any_shape_and_keep_match_scipy_and_twin(ny, nx, frac, seed):
+    rng = np.random.default_rng(seed)
+    tiles = rng.normal(size=(3, ny, nx)).astype(np.float32)
+    k = max(1, int(frac * ny * nx))
+    c = crevkit.dct_compress(tiles, k, n_threads=2)
+    u, v = dct_order((ny, nx), k)
+    full = scipy.fft.dctn(tiles.astype(np.float64), axes=(1, 2), norm="ortho")
+    np.testing.assert_allclose(c, full[:, u, v], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c, ref.dct_compress(tiles, k), rtol=1e-5, atol=1e-5)
+    kept = np.zeros_like(full)
+    kept[:, u, v] = full[:, u, v]
+    expect = scipy.fft.idctn(kept, axes=(1, 2), norm="ortho")
+    np.testing.assert_allclose(crevkit.dct_decompress(c, (ny, nx), n_threads=2), expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ref.dct_decompress(c, (ny, nx)), expect, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("keep", [1, 37, 0.05, DEFAULT_KEEP, 0.6])
 def test_compress_and_decompress_equal_twins(normalized, keep):
     tiles = normalized.tiles[:6]
