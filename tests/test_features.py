@@ -170,12 +170,13 @@ def test_rot90_with_orientation_gives_the_same_tile(synth):
 TILT_CASES = [(3.0, 123.0), (5.0, 0.0), (10.0, 45.0), (10.0, 250.0)]
 
 
+@pytest.mark.parametrize("orient", [False, True])
 @pytest.mark.parametrize("slope,axis", TILT_CASES)
-def test_rigid_tilt_smooth_surface(slope, axis):
+def test_rigid_tilt_smooth_surface(slope, axis, orient):
     f = S.add(S.ridges(1.0, 20.0, 30.0), S.bumps(1.0, 50.0, np.random.default_rng(1)))
     t0 = S.sample(f, demean=False)
     t1 = S.sample(S.tilted(f, slope, axis), demean=False)
-    res = crevkit.normalize_tiles(np.stack([t0, t1]), orient=False)
+    res = crevkit.normalize_tiles(np.stack([t0, t1]), orient=orient)
     # a rotation by `slope` turns the fitted normal by at most that much (the fit support differs a little)
     assert np.degrees(np.arccos(np.clip(res.normal[0] @ res.normal[1], -1, 1))) < slope + 0.3
     # stated tolerance: 2 cm RMS, 6 cm max over the disc (bilinear resampling of a tilted
