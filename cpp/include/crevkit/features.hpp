@@ -613,11 +613,14 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
     const std::vector<double> cx = detail::dct_basis(V, nx);  // V x nx
     const int64_t Ue = (U + 1) / 2, Uo = U / 2;
     // y basis transposed per parity: cye[i, r] = C_y[2r, i] (i < hy_s), cyo[i, r] = C_y[2r+1, i] (i < hy_a)
-    std::vector<double> cye(static_cast<size_t>(std::max<int64_t>(1, hy_s * Ue))), cyo(static_cast<size_t>(std::max<int64_t>(1, hy_a * Uo)));
+    std::vector<double> cye(static_cast<size_t>(std::max<int64_t>(1, hy_s * Ue)));
+    std::vector<double> cyo(static_cast<size_t>(std::max<int64_t>(1, hy_a * Uo)));
     for (int64_t r = 0; r < Ue; ++r)
-        for (int64_t i = 0; i < hy_s; ++i) cye[static_cast<size_t>(i * Ue + r)] = cy[static_cast<size_t>(2 * r * ny + i)];
+        for (int64_t i = 0; i < hy_s; ++i)
+            cye[static_cast<size_t>(i * Ue + r)] = cy[static_cast<size_t>(2 * r * ny + i)];
     for (int64_t r = 0; r < Uo; ++r)
-        for (int64_t i = 0; i < hy_a; ++i) cyo[static_cast<size_t>(i * Uo + r)] = cy[static_cast<size_t>((2 * r + 1) * ny + i)];
+        for (int64_t i = 0; i < hy_a; ++i)
+            cyo[static_cast<size_t>(i * Uo + r)] = cy[static_cast<size_t>((2 * r + 1) * ny + i)];
     const int n_threads = clamp_threads(n_threads_req);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP

@@ -12,7 +12,8 @@ from . import main
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--pixel-size", type=float, default=0.5, show_default=True, help="Tile pixel size (m).")
 @click.option("--keep", type=str, default=None,
-              help="Coefficients kept: an integer count or a fraction in (0, 1] [default: 0.25].")
+              help="Coefficients kept: an integer count (5000) or a fraction with a decimal point "
+                   "(0.25) [default: 0.25].")
 @click.option("--tolerance", type=float, default=None,
               help="Instead of --keep: height tolerance (m), e.g. 0.15; K is chosen once on a sample.")
 @click.option("--metric", type=click.Choice(["max", "rms"]), default="max", show_default=True,
