@@ -39,6 +39,7 @@ kept, so ``k`` and the tile shape are all :func:`dct_decompress` needs.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, NamedTuple
@@ -236,14 +237,23 @@ def dct_order(shape: tuple[int, int], k: int | None = None) -> tuple[np.ndarray,
     -------
     (u, v) : two int64 arrays
     """
-    ny, nx = (check_int(s, "shape", minimum=1) for s in _shape2(shape))
+    ny, nx = _shape2(shape)
+    uu, vv = _zigzag(ny, nx)
+    if k is not None:
+        k = check_int(k, "k", minimum=1, maximum=ny * nx)
+        uu, vv = uu[:k], vv[:k]
+    return uu.copy(), vv.copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _zigzag(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
     uu, vv = np.meshgrid(np.arange(ny, dtype=np.int64), np.arange(nx, dtype=np.int64), indexing="ij")
     uu, vv = uu.ravel(), vv.ravel()
     order = np.lexsort((uu, uu + vv))
-    if k is not None:
-        k = check_int(k, "k", minimum=1, maximum=ny * nx)
-        order = order[:k]
-    return np.ascontiguousarray(uu[order]), np.ascontiguousarray(vv[order])
+    uu, vv = uu[order], vv[order]
+    uu.flags.writeable = False
+    vv.flags.writeable = False
+    return uu, vv
 
 
 def triangle_count(shape: tuple[int, int], diagonals: int) -> int:
