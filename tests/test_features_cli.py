@@ -113,3 +113,25 @@ def test_zero_fill_errors_measured_on_disc(store, tmp_path):
     table = pd.read_parquet(tmp_path / "z" / FEATURES_TABLE)
     assert (table["max_error_m"] < 1e-4).all()  # every coefficient: exact up to float32
     assert disc_mask(141).sum() < 141 * 141
+
+
+class _CountingCube:
+    """A read-only (n, ny, nx) array-like that records how many tiles each read returns."""
+
+    def __init__(self, data):
+        self._data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.reads: list[int] = []
+
+    def __getitem__(self, key):
+        out = self._data[key]
+        self.reads.append(len(out))
+        return out
+
+
+def test_streams_in_batches(store, tmp_path):
+    _, tiles, _ = store
+    cube = _CountingCube(tiles)
+    counts = write_features(cube, tmp_path / "s", batch_size=3, tolerance=0.3, sample=4, n_threads=1)
+    assert counts.done == 10
+    assert max(cube.reads) <= 4 and sum(cube.reads) == 10 + 4  # 4 sampled for the tolerance, then 3 + 3 + 3 + 1
