@@ -19,11 +19,13 @@ south); heights are metres, up.
 * **Aspect** – the downslope direction in degrees clockwise from north,
   ``atan2(n_x, n_y) mod 360``, in ``[0, 360)``; 0 for an exactly flat plane.
   A plane rising to the east (``z = a x``, ``a > 0``) has aspect 270.
-* **Rotation** – the in-plane turn applied by ``orient=True`` (the default),
-  degrees counter-clockwise, in ``(-90, 270]``; 0 with ``orient=False``.  The
-  dominant gradient direction (Gaussian-derivative structure tensor) is turned
-  to the +column axis; of the two opposite choices, the one whose height moment
-  ``sum z * x`` over the disc is >= 0 (high side towards +x) is taken.
+* **Rotation** – with ``orient=True`` (the default): the direction, in degrees
+  counter-clockwise from +x (east) in the flattened tile, in ``(-90, 270]``,
+  that was turned onto the +column axis (the content turns clockwise by this
+  angle); 0 with ``orient=False``.  It is the dominant gradient direction
+  (Gaussian-derivative structure tensor); of the two opposite choices, the one
+  whose height moment ``sum z * x`` over the disc is >= 0 (high side towards
+  +x) is taken.  A surface turned counter-clockwise by ``a`` gets ``rotation + a``.
 
 Normalized tiles are ``m x m`` with ``m = floor(min(ny, nx) / sqrt(2))``
 (141 for 200 x 200): the square inscribed in the input mask circle.  Pixels
@@ -87,7 +89,8 @@ class NormalizedTiles(NamedTuple):
     aspect : ndarray, float64, (n,)
         Downslope direction of the removed plane, degrees clockwise from north.
     rotation : ndarray, float64, (n,)
-        In-plane turn applied by ``orient=True`` (degrees, counter-clockwise), else 0.
+        Direction turned onto the +column axis by ``orient=True`` (degrees
+        counter-clockwise from east in the flattened tile), else 0.
     normal : ndarray, float64, (n, 3)
         Unit plane normals (east, north, up), up component >= 0.
     """
