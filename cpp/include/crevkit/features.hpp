@@ -386,7 +386,7 @@ inline KeptSet kept_set(const int64_t* u, const int64_t* v, int64_t k, int64_t n
 // Normalize n_tiles ny x nx tiles (finite heights, metres).
 //   out:    n_tiles x m x m float32 (m = o.out_size)
 //   normal: n_tiles x 3 unit plane normals (x east, y north, z up; z >= 0)
-//   angle:  n_tiles in-plane turn applied (radians, counter-clockwise; 0 without orient)
+//   angle:  n_tiles directions turned onto +columns (radians, counter-clockwise from +x; 0 without orient)
 inline void normalize_tiles(const float* tiles, int64_t n_tiles, int64_t ny, int64_t nx, const NormalizeOptions& o,
                             float* out, double* normal, double* angle) {
     if (n_tiles < 0 || ny < 2 || nx < 2) throw std::invalid_argument("tiles: bad shape");
