@@ -29,3 +29,31 @@ def simulate_waveforms(
     n_threads: int,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """(waveforms (n, n_samples), status (n,): 0 ok, 1 no energy, 2 infinite heights)."""
+
+# --- tile features (crevkit.features) ---
+def normalize_tiles(
+    tiles: npt.NDArray[np.float32],
+    pixel_size: float,
+    out_size: int,
+    iterations: int,
+    orient: bool,
+    edge_fill: bool,
+    n_threads: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(normalized tiles (n, m, m), plane normals (n, 3), in-plane angles (n,) in radians)."""
+    ...
+
+def dct_compress(
+    tiles: npt.NDArray[np.float32],
+    u: npt.NDArray[np.int64],
+    v: npt.NDArray[np.int64],
+    n_threads: int,
+) -> npt.NDArray[np.float32]: ...
+def dct_decompress(
+    coeffs: npt.NDArray[np.float32],
+    u: npt.NDArray[np.int64],
+    v: npt.NDArray[np.int64],
+    ny: int,
+    nx: int,
+    n_threads: int,
+) -> npt.NDArray[np.float32]: ...
