@@ -87,7 +87,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": _k(int, 8192, "shots per query batch"),
     },
     "features": {
-        "keep": _k((int, float, str), "auto", "DCT coefficients kept: a count, a fraction, or 'auto' (0.15 m tolerance)"),
+        "keep": _k((int, float), 0.25, "DCT coefficients kept: a count or a fraction of the normalized tile"),
+        "tolerance": _k((int, float, type(None)), None, "instead of keep: the fewest coefficients whose RMS error is under this (m)"),
         "batch_size": _k(int, 512, "tiles per batch"),
     },
     "som": {

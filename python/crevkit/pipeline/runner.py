@@ -110,6 +110,7 @@ def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, un
         run.write_provenance(cfg, input_hashes, {"seed": cfg["seed"]})
         keys: dict[str, str] = {}
         previous = ""
+        upstream_ran = False  # once a stage reruns, every later stage reruns on its fresh output
         for index, stage in enumerate(stages):
             if index > stop:
                 break
@@ -119,7 +120,7 @@ def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, un
                              "inputs": {i: input_hashes[i] for i in stage.inputs}, "previous": previous})
             keys[stage.name] = key
             previous = key
-            recompute = force or index >= start and from_stage is not None
+            recompute = force or upstream_ran or (from_stage is not None and index >= start)
             if not recompute and run.is_complete(stage.name, key, stage.outputs):
                 state = run.read_state(stage.name) or {}
                 counts = StageCounts(stage.name, **{k: state.get("counts", {}).get(k, 0)
@@ -129,6 +130,7 @@ def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, un
                 results.append(counts)
                 continue
             run.invalidate(stage.name)
+            upstream_ran = True
             t0 = time.perf_counter()
             log.info("%s: running", stage.name)
             counts = stage.fn(Context(cfg, run, stage.name, index, keys))

@@ -47,6 +47,28 @@ def _tile_store(ctx: Context):
     return TileStore(ctx.path(TILES))
 
 
+class _CommittedTiles:
+    """The committed rows of a tile store as a sliceable (n, ny, nx) array-like."""
+
+    def __init__(self, store):
+        self._store = store
+        arr = store.array
+        self.shape = (len(store), int(arr.shape[1]), int(arr.shape[2]))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._store.read(np.arange(*key.indices(self.shape[0])))
+        rows = np.asarray(key, dtype=np.int64)
+        if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= self.shape[0])):
+            raise IndexError("tile rows out of range")
+        return self._store.read(rows)
+
+
 def _shot_table(ctx: Context):
     from ..shot_table import ShotTable
 
@@ -204,19 +226,26 @@ def match_stage(ctx: Context) -> StageCounts:
 
 
 def features_stage(ctx: Context) -> StageCounts:
-    from ..features import compute_features
+    from ..features import write_features
 
     cfg = ctx.section("features")
-    return compute_features(ctx.path(TILES), ctx.path(FEATURES), pixel_size=ctx.section("tile")["resolution"],
-                            keep=cfg["keep"], batch_size=cfg["batch_size"], n_threads=ctx.n_threads)
+    keep, tolerance = (None, cfg["tolerance"]) if cfg["tolerance"] is not None else (cfg["keep"], None)
+    return write_features(_CommittedTiles(_tile_store(ctx)), ctx.path(FEATURES), pixel_size=ctx.section("tile")["resolution"],
+                          keep=keep, tolerance=tolerance, metric="rms", batch_size=cfg["batch_size"],
+                          index=ctx.path(TILES) / "index.parquet", seed=ctx.seed(), n_threads=ctx.n_threads)
+
+
+def _features(ctx: Context):
+    import zarr
+
+    return zarr.open_array(str(ctx.path(FEATURES) / "features.zarr"), mode="r")
 
 
 def som_stage(ctx: Context) -> StageCounts:
-    from ..features import open_features
     from ..som import SelfOrganizingMap
 
     cfg = ctx.section("som")
-    features = open_features(ctx.path(FEATURES))
+    features = _features(ctx)
     som = SelfOrganizingMap(cfg["rows"], cfg["cols"], topology=cfg["topology"], epochs=cfg["epochs"],
                             seed=ctx.seed(), n_threads=ctx.n_threads)
     som.fit(features)
@@ -329,7 +358,7 @@ STAGES: list[Stage] = [
     Stage("train-denoiser", train_denoiser_stage, sections=("denoiser",), outputs=(DENOISER,)),
     Stage("denoise", denoise_stage, sections=("denoiser",), outputs=(DENOISED,)),
     Stage("match", match_stage, sections=("match",), outputs=(MATCHES,)),
-    Stage("features", features_stage, sections=("features", "tile"), outputs=(FEATURES,)),
+    Stage("features", features_stage, sections=("features", "tile"), outputs=(f"{FEATURES}/features.parquet",)),
     Stage("som", som_stage, sections=("som",), outputs=(f"{SOM}/som.npz", f"{SOM}/bmu.npz")),
     Stage("cluster", cluster_stage, sections=("clustering",), outputs=(f"{CLUSTERS}/clusters.json",)),
     Stage("label", label_stage, sections=("label",), inputs=("labels",), outputs=(TILE_LABELS,)),
