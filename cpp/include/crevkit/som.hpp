@@ -1,0 +1,603 @@
+// Batch self-organizing map kernels: best-matching units and the batch update.
+//
+// Pure C++ over raw contiguous buffers; policy (defaults, validation, init,
+// radius schedule, streaming over Zarr / memmap blocks, save / load) lives in
+// Python (crevkit.som).  Two entry points:
+//
+//   bmu_accumulate  For each sample x (a row of X) find the best and second
+//                   best node of a *centred* codebook Wc (= W - mu) by
+//                       argmin_k  |w_k|^2 - 2 (x - mu) . w_k
+//                   using a cache-blocked, register-tiled float32 matrix
+//                   product (6 x 16 micro-kernel, packed panels) fused with
+//                   the best-two selection: per chunk of rows only a
+//                   chunk x node-block tile of products exists, never an
+//                   N x K matrix.  Ties go to the lowest node index.  The two
+//                   winners' distances are then recomputed exactly (double
+//                   accumulation of (x - mu - w)^2), so they are never
+//                   negative and carry no cancellation error.  Optionally the
+//                   centred rows are added to per-node double sums.
+//   smooth          The batch update W_k = sum_j h_jk S_j / sum_j h_jk n_j from
+//                   per-node sums S and counts n: a separable pass for the
+//                   Gaussian neighbourhood (rectangular and hexagonal, plain
+//                   or toroidal) and a sparse windowed pass for the bubble.
+//                   Nodes with zero total neighbourhood weight keep their
+//                   weights.
+//
+// Centring (the caller subtracts the data mean mu from the codebook and passes
+// mu here) is what keeps float32 distances meaningful when the data mean is
+// large relative to its spread: |x|^2 - 2 x.w + |w|^2 in float32 then loses
+// the best node.
+//
+// Determinism: a dot product's summation order depends only on D (the fixed
+// KC blocking along the features), never on the row's chunk or the thread, and
+// per-node sums add samples in index order (threads split the feature axis,
+// not the samples).  Results are bit-identical for any thread count and any
+// chunk size.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <vector>
+
+#include "crevkit/parallel.hpp"
+
+namespace crevkit::som {
+
+#ifndef CREVKIT_SOM_NR
+#define CREVKIT_SOM_NR 16
+#endif
+#ifndef CREVKIT_SOM_VW
+#define CREVKIT_SOM_VW 8
+#endif
+#ifndef CREVKIT_SOM_MR
+#define CREVKIT_SOM_MR 6
+#endif
+#ifndef CREVKIT_SOM_NC
+#define CREVKIT_SOM_NC 256
+#endif
+
+namespace detail {
+
+constexpr int64_t MR = CREVKIT_SOM_MR;  // micro-tile rows (samples)
+constexpr int64_t NR = CREVKIT_SOM_NR;  // micro-tile columns (nodes): NR / VW vectors
+constexpr int64_t VW = CREVKIT_SOM_VW;  // floats per vector register
+constexpr int64_t KC = 256;   // feature block (packed A / B panels along D)
+constexpr int64_t NC = CREVKIT_SOM_NC;   // node block (C tile width)
+
+typedef float vf __attribute__((vector_size(VW * 4)));
+
+struct FreeDeleter {
+    void operator()(float* p) const { std::free(p); }
+};
+using AlignedBuffer = std::unique_ptr<float, FreeDeleter>;
+
+inline AlignedBuffer aligned_floats(int64_t n) {
+    const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    return AlignedBuffer(static_cast<float*>(p));
+}
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Pack rows [0, m) of X (row stride d), centred by mean, into KC blocks of
+// MR-row micro-panels:  dst[p0 * m_pad + (i / MR) * kc * MR + k * MR + i % MR].
+// Rows past m are zero.
+inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst) {
+    const int64_t m_pad = round_up(m, MR);
+    for (int64_t p0 = 0; p0 < d; p0 += KC) {
+        const int64_t kc = std::min(KC, d - p0);
+        float* blk = dst + p0 * m_pad;
+        for (int64_t i0 = 0; i0 < m_pad; i0 += MR) {
+            float* panel = blk + i0 * kc;
+            for (int64_t ii = 0; ii < MR; ++ii) {
+                const int64_t i = i0 + ii;
+                if (i < m) {
+                    const float* row = X + i * d + p0;
+                    const float* mu = mean + p0;
+                    for (int64_t k = 0; k < kc; ++k) panel[k * MR + ii] = row[k] - mu[k];
+                } else {
+                    for (int64_t k = 0; k < kc; ++k) panel[k * MR + ii] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+// Offset of (node, feature j) in the packed codebook layout (see pack_codebook).
+inline int64_t packed_offset(int64_t node, int64_t j, int64_t n_nodes, int64_t d) {
+    const int64_t k_pad = round_up(n_nodes, NR);
+    const int64_t p0 = (j / KC) * KC;
+    const int64_t kc = std::min(KC, d - p0);
+    return p0 * k_pad + (node / NR) * kc * NR + (j - p0) * NR + node % NR;
+}
+
+// C[MR x NR] (row stride ldc) += A_panel . B_panel over kc features:
+// MR x NV vector accumulators, one broadcast of A per row and feature.
+inline void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* __restrict c,
+                         int64_t ldc) {
+    constexpr int64_t NV = NR / VW;
+    vf acc[MR][NV];
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+        for (int64_t v = 0; v < NV; ++v) acc[r][v] = vf{};
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; ++k) {
+        vf bv[NV];
+#pragma GCC unroll 8
+        for (int64_t v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * VW, sizeof(vf));
+        const float* ak = a + k * MR;
+#pragma GCC unroll 16
+        for (int64_t r = 0; r < MR; ++r) {
+            const float ar = ak[r];
+#pragma GCC unroll 8
+            for (int64_t v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
+        }
+    }
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < MR; ++r) {
+        float* cr = c + r * ldc;
+#pragma GCC unroll 8
+        for (int64_t v = 0; v < NV; ++v) {
+            vf t;
+            std::memcpy(&t, cr + v * VW, sizeof(vf));
+            t += acc[r][v];
+            std::memcpy(cr + v * VW, &t, sizeof(vf));
+        }
+    }
+}
+
+}  // namespace detail
+
+// Number of floats of the packed codebook layout for n_nodes x d.
+inline int64_t packed_size(int64_t n_nodes, int64_t d) { return detail::round_up(n_nodes, detail::NR) * d; }
+
+// The packed layout: for each feature block p0 = 0, KC, 2 KC, ... (kc = its
+// width) the nodes in NR-node micro-panels, feature-major inside a panel:
+//     P[p0 * K_pad + (k / NR) * kc * NR + (j - p0) * NR + k % NR] = W[k, j]
+// with K_pad = n_nodes rounded up to NR (padding nodes are zero).  It is the
+// matrix product's B operand, so a fit keeps its (centred) codebook in this
+// layout and never repacks it.
+inline void pack_codebook(const float* W, int64_t n_nodes, int64_t d, float* P, int n_threads) {
+    using namespace detail;
+    const int64_t k_pad = round_up(n_nodes, NR);
+    const int nt = clamp_threads(n_threads);
+#if CREVKIT_HAS_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (int64_t j0 = 0; j0 < k_pad; j0 += NR) {
+        for (int64_t p0 = 0; p0 < d; p0 += KC) {
+            const int64_t kc = std::min(KC, d - p0);
+            float* panel = P + p0 * k_pad + j0 * kc;
+            for (int64_t jj = 0; jj < NR; ++jj) {
+                const int64_t node = j0 + jj;
+                if (node < n_nodes) {
+                    const float* w = W + node * d + p0;
+                    for (int64_t k = 0; k < kc; ++k) panel[k * NR + jj] = w[k];
+                } else {
+                    for (int64_t k = 0; k < kc; ++k) panel[k * NR + jj] = 0.0f;
+                }
+            }
+        }
+    }
+    (void)nt;
+}
+
+// Inverse of pack_codebook, adding `offset` (d values, may be null) to every row.
+inline void unpack_codebook(const float* P, int64_t n_nodes, int64_t d, const float* offset, float* W,
+                            int n_threads) {
+    using namespace detail;
+    const int64_t k_pad = round_up(n_nodes, NR);
+    const int nt = clamp_threads(n_threads);
+#if CREVKIT_HAS_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (int64_t node = 0; node < n_nodes; ++node) {
+        for (int64_t p0 = 0; p0 < d; p0 += KC) {
+            const int64_t kc = std::min(KC, d - p0);
+            const float* panel = P + p0 * k_pad + (node / NR) * kc * NR + node % NR;
+            float* w = W + node * d + p0;
+            for (int64_t k = 0; k < kc; ++k) w[k] = panel[k * NR] + (offset ? offset[p0 + k] : 0.0f);
+        }
+    }
+    (void)nt;
+}
+
+// |w_k|^2 of each node of the packed centred codebook (double accumulation, stored as float).
+inline void node_norms(const float* P, int64_t n_nodes, int64_t d, float* out, int n_threads) {
+    using namespace detail;
+    const int64_t k_pad = round_up(n_nodes, NR);
+    const int nt = clamp_threads(n_threads);
+#if CREVKIT_HAS_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (int64_t k = 0; k < n_nodes; ++k) {
+        double s = 0.0;
+        for (int64_t p0 = 0; p0 < d; p0 += KC) {
+            const int64_t kc = std::min(KC, d - p0);
+            const float* w = P + p0 * k_pad + (k / NR) * kc * NR + k % NR;
+            for (int64_t j = 0; j < kc; ++j) s += static_cast<double>(w[j * NR]) * static_cast<double>(w[j * NR]);
+        }
+        out[k] = static_cast<float>(s);
+    }
+    (void)nt;
+}
+
+// Add the centred rows x_i - mu to sums[bmu[i]] (double) and 1 to counts[bmu[i]],
+// samples in index order; threads split the feature axis (deterministic).
+inline void accumulate(const float* X, int64_t n, int64_t d, const float* mean, const int64_t* bmu,
+                       int64_t n_nodes, double* sums, double* counts, int n_threads) {
+    for (int64_t i = 0; i < n; ++i)
+        if (bmu[i] < 0 || bmu[i] >= n_nodes) throw std::invalid_argument("bmu: node index out of range");
+    for (int64_t i = 0; i < n; ++i) counts[bmu[i]] += 1.0;
+    const int nt = clamp_threads(n_threads);
+    constexpr int64_t kBlock = 512;
+    const int64_t n_blocks = (d + kBlock - 1) / kBlock;
+#if CREVKIT_HAS_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        const int64_t j0 = b * kBlock, j1 = std::min(d, j0 + kBlock);
+        for (int64_t i = 0; i < n; ++i) {
+            const float* x = X + i * d;
+            double* s = sums + bmu[i] * d;
+            for (int64_t j = j0; j < j1; ++j) s[j] += static_cast<double>(x[j] - mean[j]);
+        }
+    }
+    (void)nt;
+}
+
+// Best and second-best node of every row of X (n x d) against the centred
+// codebook in packed layout P (n_nodes x d, see pack_codebook) with norms wn;
+// mean is the centring vector.
+//   bmu, second: node indices (second = -1 when n_nodes == 1)
+//   d1, d2:      exact Euclidean distances (d2 = +inf when n_nodes == 1)
+// If sums (n_nodes x d, double) and counts (n_nodes) are given, the centred
+// rows are accumulated into them (see accumulate).
+inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* mean, const float* P, const float* wn,
+                           int64_t n_nodes, int64_t chunk_rows, int64_t* bmu, int64_t* second, float* d1, float* d2,
+                           double* sums, double* counts, int n_threads) {
+    using namespace detail;
+    if (n < 0 || d <= 0 || n_nodes <= 0) throw std::invalid_argument("bmu_accumulate: bad shape");
+    if (chunk_rows <= 0) throw std::invalid_argument("chunk_rows must be > 0");
+    const int nt = clamp_threads(n_threads);
+    // Chunk size never changes a result (see the header comment); only cap it
+    // so that every thread gets work when n is small.
+    const int64_t chunk = round_up(std::min<int64_t>(chunk_rows, std::max<int64_t>(MR, (n + nt - 1) / nt)), MR);
+    const int64_t n_chunks = (n + chunk - 1) / chunk;
+    const int64_t k_pad = round_up(n_nodes, NR);
+    const int64_t nc_max = std::min(NC, k_pad);
+    const float inf = std::numeric_limits<float>::infinity();
+    ParallelErrors errors;
+
+#if CREVKIT_HAS_OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        AlignedBuffer a_pack, c_tile;
+        std::vector<float> best1, best2;
+        std::vector<int64_t> idx1, idx2;
+        std::vector<std::array<int64_t, 2>> pairs;
+        std::vector<double> exact;
+        errors.run([&] {
+            a_pack = aligned_floats(chunk * d);
+            c_tile = aligned_floats(chunk * nc_max);
+            best1.resize(chunk); best2.resize(chunk); idx1.resize(chunk); idx2.resize(chunk);
+            pairs.reserve(2 * chunk);
+            exact.resize(2 * chunk);
+        });
+#if CREVKIT_HAS_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t ch = 0; ch < n_chunks; ++ch) {
+            if (errors.failed()) continue;
+            errors.run([&] {
+                const int64_t r0 = ch * chunk;
+                const int64_t m = std::min(chunk, n - r0);
+                const int64_t m_pad = round_up(m, MR);
+                const float* Xc = X + r0 * d;
+                pack_a(Xc, m, d, mean, a_pack.get());
+                std::fill(best1.begin(), best1.end(), inf);
+                std::fill(best2.begin(), best2.end(), inf);
+                std::fill(idx1.begin(), idx1.end(), int64_t{-1});
+                std::fill(idx2.begin(), idx2.end(), int64_t{-1});
+                for (int64_t n0 = 0; n0 < k_pad; n0 += NC) {
+                    const int64_t nc_pad = std::min(NC, k_pad - n0);
+                    const int64_t nc = std::min(nc_pad, n_nodes - n0);
+                    float* C = c_tile.get();
+                    std::fill(C, C + m_pad * nc_pad, 0.0f);
+                    for (int64_t p0 = 0; p0 < d; p0 += KC) {
+                        const int64_t kc = std::min(KC, d - p0);
+                        const float* A = a_pack.get() + p0 * m_pad;
+                        const float* Bblk = P + p0 * k_pad + n0 * kc;
+                        for (int64_t j0 = 0; j0 < nc_pad; j0 += NR) {
+                            const float* B = Bblk + j0 * kc;
+                            for (int64_t i0 = 0; i0 < m_pad; i0 += MR)
+                                micro_kernel(kc, A + i0 * kc, B, C + i0 * nc_pad + j0, nc_pad);
+                        }
+                    }
+                    // best two of this node block, scanning nodes in increasing order
+                    // (strict < keeps the lowest index on ties)
+                    for (int64_t i = 0; i < m; ++i) {
+                        const float* ci = C + i * nc_pad;
+                        float b1 = best1[i], b2 = best2[i];
+                        int64_t k1 = idx1[i], k2 = idx2[i];
+                        for (int64_t j = 0; j < nc; ++j) {
+                            const float v = wn[n0 + j] - 2.0f * ci[j];
+                            if (v < b1) {
+                                b2 = b1; k2 = k1; b1 = v; k1 = n0 + j;
+                            } else if (v < b2) {
+                                b2 = v; k2 = n0 + j;
+                            }
+                        }
+                        best1[i] = b1; best2[i] = b2; idx1[i] = k1; idx2[i] = k2;
+                    }
+                }
+                // Exact distances to the two winners.  The packed codebook
+                // stores a node's features NR floats apart, so the (row, node)
+                // pairs are visited grouped by micro-panel: each panel is read
+                // once per feature block while it sits in L1.
+                pairs.clear();
+                for (int64_t i = 0; i < m; ++i) {
+                    if (idx1[i] < 0) idx1[i] = 0;  // only if every product was NaN (input is validated upstream)
+                    pairs.push_back({idx1[i], 2 * i});
+                    if (idx2[i] >= 0) pairs.push_back({idx2[i], 2 * i + 1});
+                }
+                std::sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) {
+                    return a[0] / NR < b[0] / NR || (a[0] / NR == b[0] / NR && a[1] < b[1]);
+                });
+                std::fill(exact.begin(), exact.begin() + 2 * m, 0.0);
+                for (int64_t p0 = 0; p0 < d; p0 += KC) {
+                    const int64_t kc = std::min(KC, d - p0);
+                    const float* mu = mean + p0;
+                    for (const auto& pr : pairs) {
+                        const int64_t node = pr[0], slot = pr[1];
+                        const float* w = P + p0 * k_pad + (node / NR) * kc * NR + node % NR;
+                        const float* x = Xc + (slot / 2) * d + p0;
+                        double acc = 0.0;
+                        for (int64_t k = 0; k < kc; ++k) {
+                            const double diff = static_cast<double>(x[k] - mu[k]) - static_cast<double>(w[k * NR]);
+                            acc += diff * diff;
+                        }
+                        exact[slot] += acc;
+                    }
+                }
+                for (int64_t i = 0; i < m; ++i) {
+                    bmu[r0 + i] = idx1[i];
+                    second[r0 + i] = idx2[i];
+                    d1[r0 + i] = static_cast<float>(std::sqrt(exact[2 * i]));
+                    d2[r0 + i] = idx2[i] >= 0 ? static_cast<float>(std::sqrt(exact[2 * i + 1])) : inf;
+                }
+            });
+        }
+    }
+    errors.rethrow();
+    if (sums != nullptr && counts != nullptr) accumulate(X, n, d, mean, bmu, n_nodes, sums, counts, n_threads);
+}
+
+// ---------------------------------------------------------------------------
+// Map geometry and the neighbourhood update.
+
+enum class Topology : int { Rectangular = 0, Hexagonal = 1 };
+enum class Neighborhood : int { Gaussian = 0, Bubble = 1 };
+
+// Node k = r * cols + c sits at (x, y) = (c, r) on a rectangular map and at
+// (c + 0.5 * (r odd), r * sqrt(3) / 2) on a hexagonal one ("odd-r" offset
+// rows), so all six hexagonal neighbours are at distance 1.0 exactly in
+// exact arithmetic.  Toroidal maps wrap x with period cols and y with period
+// rows (times sqrt(3)/2 for hexagonal maps, which need an even row count).
+struct Geometry {
+    int64_t rows = 1, cols = 1;
+    Topology topology = Topology::Rectangular;
+    bool toroidal = false;
+
+    double ystep() const { return topology == Topology::Hexagonal ? std::sqrt(3.0) / 2.0 : 1.0; }
+    double xshift(int64_t r) const { return (topology == Topology::Hexagonal && (r & 1)) ? 0.5 : 0.0; }
+    // |dx| along x between column cs of row rs and column cd of row rd (wrapped if toroidal)
+    double dx(int64_t rs, int64_t cs, int64_t rd, int64_t cd) const {
+        double t = std::fabs(static_cast<double>(cs - cd) + xshift(rs) - xshift(rd));
+        if (toroidal) {
+            const double period = static_cast<double>(cols);
+            t = std::fmod(t, period);
+            t = std::min(t, period - t);
+        }
+        return t;
+    }
+    double dy(int64_t rs, int64_t rd) const {
+        double t = std::fabs(static_cast<double>(rs - rd)) * ystep();
+        if (toroidal) {
+            const double period = static_cast<double>(rows) * ystep();
+            t = std::fmod(t, period);
+            t = std::min(t, period - t);
+        }
+        return t;
+    }
+};
+
+// Per-axis Gaussian factor, zero beyond 8 sigma (< 1.3e-14): the same rule as crevkit.reference.som.
+inline double gauss_factor(double t, double sigma) {
+    if (t > 8.0 * sigma) return 0.0;
+    return std::exp(-(t * t) / (2.0 * sigma * sigma));
+}
+
+// Bubble: weight 1 where the squared map distance is <= sigma^2 (+1e-9 for rounding), else 0.
+inline bool in_bubble(double d2, double sigma) { return d2 <= sigma * sigma + 1e-9; }
+
+namespace detail {
+
+// Smoothed value of `src` (n_nodes x width doubles, row stride ld) for the
+// Gaussian neighbourhood, written through emit(k, const double* values).
+// Separable: first along map rows' columns (per source row, one output per
+// target-row parity on hexagonal maps), then across map rows.
+template <class Emit>
+void gaussian_separable(const double* src, int64_t ld, int64_t width, const Geometry& g, double sigma,
+                        const std::vector<double>& gx, const std::vector<double>& gy, std::vector<double>& tbuf,
+                        std::vector<double>& acc, Emit&& emit) {
+    const int64_t rows = g.rows, cols = g.cols;
+    const int64_t npar = g.topology == Topology::Hexagonal ? 2 : 1;
+    (void)sigma;
+    // tbuf[((r * npar + p) * cols + cd) * width + b]
+    std::fill(tbuf.begin(), tbuf.begin() + rows * npar * cols * width, 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t ps = npar == 2 ? (r & 1) : 0;
+        for (int64_t p = 0; p < npar; ++p) {
+            const double* gxp = gx.data() + ((ps * npar + p) * cols) * cols;  // [cs][cd]
+            double* t = tbuf.data() + (r * npar + p) * cols * width;
+            for (int64_t cs = 0; cs < cols; ++cs) {
+                const double* s = src + (r * cols + cs) * ld;
+                const double* wrow = gxp + cs * cols;
+                for (int64_t cd = 0; cd < cols; ++cd) {
+                    const double w = wrow[cd];
+                    if (w == 0.0) continue;
+                    double* tt = t + cd * width;
+                    for (int64_t b = 0; b < width; ++b) tt[b] += w * s[b];
+                }
+            }
+        }
+    }
+    for (int64_t rd = 0; rd < rows; ++rd) {
+        const int64_t p = npar == 2 ? (rd & 1) : 0;
+        std::fill(acc.begin(), acc.begin() + cols * width, 0.0);
+        for (int64_t rs = 0; rs < rows; ++rs) {
+            const double w = gy[rs * rows + rd];
+            if (w == 0.0) continue;
+            const double* t = tbuf.data() + (rs * npar + p) * cols * width;
+            for (int64_t q = 0; q < cols * width; ++q) acc[q] += w * t[q];
+        }
+        for (int64_t cd = 0; cd < cols; ++cd) emit(rd * cols + cd, acc.data() + cd * width);
+    }
+}
+
+// Bubble neighbourhood, sparse: each target node sums the sources inside the
+// radius, found in a window of rows / columns around it.
+template <class Emit>
+void bubble_sparse(const double* src, int64_t ld, int64_t width, const Geometry& g, double sigma,
+                   std::vector<double>& acc, Emit&& emit) {
+    const int64_t rows = g.rows, cols = g.cols;
+    const int64_t rwin = static_cast<int64_t>(std::floor(sigma / g.ystep())) + 1;
+    const int64_t cwin = static_cast<int64_t>(std::floor(sigma)) + 1;
+    for (int64_t rd = 0; rd < rows; ++rd) {
+        for (int64_t cd = 0; cd < cols; ++cd) {
+            std::fill(acc.begin(), acc.begin() + width, 0.0);
+            auto visit_row = [&](int64_t rs) {
+                const double ddy = g.dy(rs, rd);
+                auto visit = [&](int64_t cs) {
+                    const double ddx = g.dx(rs, cs, rd, cd);
+                    if (!in_bubble(ddx * ddx + ddy * ddy, sigma)) return;
+                    const double* s = src + (rs * cols + cs) * ld;
+                    for (int64_t b = 0; b < width; ++b) acc[b] += s[b];
+                };
+                if (g.toroidal && 2 * cwin + 1 < cols) {
+                    for (int64_t o = -cwin; o <= cwin; ++o) visit(((cd + o) % cols + cols) % cols);
+                } else if (g.toroidal) {
+                    for (int64_t cs = 0; cs < cols; ++cs) visit(cs);
+                } else {
+                    for (int64_t cs = std::max<int64_t>(0, cd - cwin); cs <= std::min(cols - 1, cd + cwin); ++cs)
+                        visit(cs);
+                }
+            };
+            if (g.toroidal && 2 * rwin + 1 < rows) {
+                for (int64_t o = -rwin; o <= rwin; ++o) visit_row(((rd + o) % rows + rows) % rows);
+            } else if (g.toroidal) {
+                for (int64_t rs = 0; rs < rows; ++rs) visit_row(rs);
+            } else {
+                for (int64_t rs = std::max<int64_t>(0, rd - rwin); rs <= std::min(rows - 1, rd + rwin); ++rs)
+                    visit_row(rs);
+            }
+            emit(rd * cols + cd, acc.data());
+        }
+    }
+}
+
+}  // namespace detail
+
+// Batch update.  sums: n_nodes x d centred per-node sums (double), counts:
+// per-node hit counts.  P (the centred codebook in packed layout) is overwritten with
+// sum_j h_jk sums_j / sum_j h_jk counts_j where that denominator is > 0 and
+// kept otherwise.  Returns the number of nodes kept.  Threads split the
+// feature axis, so the result does not depend on the thread count.
+inline int64_t smooth(const double* sums, const double* counts, int64_t d, const Geometry& g, Neighborhood nb,
+                      double sigma, float* P, int n_threads) {
+    if (g.rows <= 0 || g.cols <= 0) throw std::invalid_argument("map must have rows, cols >= 1");
+    if (!(sigma > 0.0) || !std::isfinite(sigma)) throw std::invalid_argument("sigma must be finite and > 0");
+    if (g.toroidal && g.topology == Topology::Hexagonal && (g.rows % 2) != 0)
+        throw std::invalid_argument("a toroidal hexagonal map needs an even number of rows");
+    const int64_t rows = g.rows, cols = g.cols, n_nodes = rows * cols;
+    const int64_t npar = g.topology == Topology::Hexagonal ? 2 : 1;
+
+    std::vector<double> gx, gy;
+    if (nb == Neighborhood::Gaussian) {
+        gx.assign(npar * npar * cols * cols, 0.0);
+        for (int64_t ps = 0; ps < npar; ++ps)
+            for (int64_t pd = 0; pd < npar; ++pd)
+                for (int64_t cs = 0; cs < cols; ++cs)
+                    for (int64_t cd = 0; cd < cols; ++cd)
+                        gx[((ps * npar + pd) * cols + cs) * cols + cd] = gauss_factor(g.dx(ps, cs, pd, cd), sigma);
+        gy.assign(rows * rows, 0.0);
+        for (int64_t rs = 0; rs < rows; ++rs)
+            for (int64_t rd = 0; rd < rows; ++rd) gy[rs * rows + rd] = gauss_factor(g.dy(rs, rd), sigma);
+    }
+
+    // denominators (width 1)
+    std::vector<double> den(n_nodes, 0.0);
+    {
+        std::vector<double> tbuf(nb == Neighborhood::Gaussian ? rows * npar * cols : 0), acc(cols);
+        auto emit = [&](int64_t k, const double* v) { den[k] = v[0]; };
+        if (nb == Neighborhood::Gaussian)
+            detail::gaussian_separable(counts, 1, 1, g, sigma, gx, gy, tbuf, acc, emit);
+        else
+            detail::bubble_sparse(counts, 1, 1, g, sigma, acc, emit);
+    }
+    int64_t kept = 0;
+    for (int64_t k = 0; k < n_nodes; ++k) kept += den[k] > 0.0 ? 1 : 0;
+
+    const int64_t width = nb == Neighborhood::Gaussian ? 32 : 256;
+    static_assert(detail::KC % 32 == 0 && detail::KC % 256 == 0, "smoothing widths must divide KC");
+    const int64_t n_blocks = (d + width - 1) / width;
+    const int nt = clamp_threads(n_threads);
+    ParallelErrors errors;
+#if CREVKIT_HAS_OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        std::vector<double> tbuf, acc;
+        errors.run([&] {
+            if (nb == Neighborhood::Gaussian) tbuf.resize(rows * npar * cols * width);
+            acc.resize(cols * width);
+        });
+#if CREVKIT_HAS_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+            if (errors.failed()) continue;
+            errors.run([&] {
+                const int64_t j0 = blk * width;
+                const int64_t w = std::min(width, d - j0);
+                auto emit = [&](int64_t k, const double* v) {
+                    if (!(den[k] > 0.0)) return;  // no neighbourhood weight: keep the node
+                    // j0 .. j0 + w lies inside one KC block (width divides KC)
+                    float* out = P + detail::packed_offset(k, j0, n_nodes, d);
+                    const double dk = den[k];
+                    for (int64_t b = 0; b < w; ++b) out[b * detail::NR] = static_cast<float>(v[b] / dk);
+                };
+                if (nb == Neighborhood::Gaussian)
+                    detail::gaussian_separable(sums + j0, d, w, g, sigma, gx, gy, tbuf, acc, emit);
+                else
+                    detail::bubble_sparse(sums + j0, d, w, g, sigma, acc, emit);
+            });
+        }
+    }
+    errors.rethrow();
+    return n_nodes - kept;
+}
+
+}  // namespace crevkit::som
