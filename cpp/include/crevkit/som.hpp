@@ -45,6 +45,7 @@
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "crevkit/parallel.hpp"
@@ -236,24 +237,33 @@ inline void node_norms(const float* P, int64_t n_nodes, int64_t d, float* out, i
 // samples in index order; threads split the feature axis (deterministic).
 inline void accumulate(const float* X, int64_t n, int64_t d, const float* mean, const int64_t* bmu,
                        int64_t n_nodes, double* sums, double* counts, int n_threads) {
-    for (int64_t i = 0; i < n; ++i)
-        if (bmu[i] < 0 || bmu[i] >= n_nodes) throw std::invalid_argument("bmu: node index out of range");
-    for (int64_t i = 0; i < n; ++i) counts[bmu[i]] += 1.0;
     const int nt = clamp_threads(n_threads);
     constexpr int64_t kBlock = 512;
     const int64_t n_blocks = (d + kBlock - 1) / kBlock;
+    ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel for num_threads(nt) schedule(static)
 #endif
     for (int64_t b = 0; b < n_blocks; ++b) {
-        const int64_t j0 = b * kBlock, j1 = std::min(d, j0 + kBlock);
-        for (int64_t i = 0; i < n; ++i) {
-            const float* x = X + i * d;
-            double* s = sums + bmu[i] * d;
-            for (int64_t j = j0; j < j1; ++j) s[j] += static_cast<double>(x[j] - mean[j]);
-        }
+        if (errors.failed()) continue;
+        errors.run([&] {
+            const int64_t j0 = b * kBlock, j1 = std::min(d, j0 + kBlock);
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t node = bmu[i];
+                if (node < 0 || node >= n_nodes)
+                    throw std::invalid_argument("bmu: node index " + std::to_string(node) + " at row " +
+                                                std::to_string(i) + " is outside 0 .. " +
+                                                std::to_string(n_nodes - 1));
+                const float* x = X + i * d;
+                double* s = sums + node * d;
+                for (int64_t j = j0; j < j1; ++j) s[j] += static_cast<double>(x[j] - mean[j]);
+            }
+        });
     }
     (void)nt;
+    // A bad index leaves sums partly updated; the caller discards them with the error.
+    errors.rethrow();
+    for (int64_t i = 0; i < n; ++i) counts[bmu[i]] += 1.0;
 }
 
 // Best and second-best node of every row of X (n x d) against the centred
