@@ -19,6 +19,7 @@ from ..errors import CrevkitError
 # modules under crevkit.cli that each add their commands to ``main``
 _COMMAND_MODULES = [
     "simulate",
+    "som",
     "bench",
 ]
 
