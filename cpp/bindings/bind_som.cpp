@@ -44,7 +44,7 @@ farr som_unpack(const farr& packed, int64_t n_nodes, int64_t d, std::optional<fa
 
 // (X, mean, packed codebook) -> (bmu, second, d1, d2); accumulates into sums / counts when given.
 py::tuple som_bmu(const farr& X, const farr& mean, const farr& packed, int64_t k, std::optional<darr> sums,
-                  std::optional<darr> counts, int64_t chunk_rows, int n_threads) {
+                  std::optional<darr> counts, int64_t chunk_rows, int n_threads, bool exact) {
     require_ndim(X, 2, "X");
     const int64_t n = X.shape(0), d = X.shape(1);
     require(d > 0, "X: must have at least one feature");
@@ -80,7 +80,8 @@ py::tuple som_bmu(const farr& X, const farr& mean, const farr& packed, int64_t k
         // the argument and result arrays (held by this frame) keep alive.
         py::gil_scoped_release release;
         crevkit::som::node_norms(wp, k, d, wnp, n_threads);
-        crevkit::som::bmu_accumulate(xp, n, d, mp, wp, wnp, k, chunk_rows, bp, sp2, d1p, d2p, sp, cp, n_threads);
+        crevkit::som::bmu_accumulate(xp, n, d, mp, wp, wnp, k, chunk_rows, bp, sp2, d1p, d2p, sp, cp, n_threads,
+                                     exact);
     }
     return py::make_tuple(bmu, second, d1, d2);
 }
@@ -144,9 +145,10 @@ void register_som(py::module_& m) {
     m.def("som_bmu", &som_bmu, py::arg("X").noconvert(), py::arg("mean").noconvert(), py::arg("packed").noconvert(),
           py::arg("n_nodes"),
           py::arg("sums").noconvert() = py::none(), py::arg("counts").noconvert() = py::none(),
-          py::arg("chunk_rows"), py::arg("n_threads"),
+          py::arg("chunk_rows"), py::arg("n_threads"), py::arg("exact") = true,
           "Best and second-best nodes of X against a centred codebook (raw kernel; use "
-          "crevkit.SelfOrganizingMap). Returns (bmu, second, d1, d2); accumulates centred rows into sums/counts.");
+          "crevkit.SelfOrganizingMap). Returns (bmu, second, d1, d2): exact distances, or with exact=False "
+          "the clamped float32 expansion; accumulates centred rows into sums/counts.");
     m.def("som_accumulate", &som_accumulate, py::arg("X").noconvert(), py::arg("mean").noconvert(),
           py::arg("bmu").noconvert(), py::arg("sums").noconvert(), py::arg("counts").noconvert(),
           py::arg("n_threads"), "Add centred rows of X to sums[bmu] and 1 to counts[bmu] (raw kernel).");

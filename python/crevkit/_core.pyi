@@ -49,6 +49,7 @@ def som_bmu(
     counts: npt.NDArray[np.float64] | None = None,
     chunk_rows: int = ...,
     n_threads: int = ...,
+    exact: bool = True,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
 def som_accumulate(
     X: npt.NDArray[np.float32],

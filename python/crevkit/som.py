@@ -294,7 +294,8 @@ class SelfOrganizingMap:
     n_samples_seen_ : int
     radii_ : ndarray -- radius of each epoch
     history_ : list of dict -- per epoch: radius, quantization and topographic error of
-        the codebook the epoch started from (measured during its BMU pass), nodes kept
+        the codebook the epoch started from (measured during its BMU pass, distances from the
+        clamped float32 expansion), nodes kept
     """
 
     def __init__(self, rows: int = 10, cols: int = 10, topology: str = "rectangular", toroidal: bool = False,
@@ -388,7 +389,8 @@ class SelfOrganizingMap:
                   counts: np.ndarray | None, n_nodes: int, chunk_rows: int, n_threads: int):
         from . import _core
 
-        return _core.som_bmu(block, mean, state, n_nodes, sums, counts, chunk_rows, n_threads)
+        # during a fit (sums given) the distances only feed history_: the expansion is enough there
+        return _core.som_bmu(block, mean, state, n_nodes, sums, counts, chunk_rows, n_threads, sums is None)
 
     def _kern_smooth(self, state: Any, sums: np.ndarray, counts: np.ndarray, sigma: float, rows: int, cols: int,
                      n_threads: int) -> int:

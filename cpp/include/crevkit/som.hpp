@@ -275,7 +275,7 @@ inline void accumulate(const float* X, int64_t n, int64_t d, const float* mean, 
 // rows are accumulated into them (see accumulate).
 inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* mean, const float* P, const float* wn,
                            int64_t n_nodes, int64_t chunk_rows, int64_t* bmu, int64_t* second, float* d1, float* d2,
-                           double* sums, double* counts, int n_threads) {
+                           double* sums, double* counts, int n_threads, bool exact_distances = true) {
     using namespace detail;
     if (n < 0 || d <= 0 || n_nodes <= 0) throw std::invalid_argument("bmu_accumulate: bad shape");
     if (chunk_rows <= 0) throw std::invalid_argument("chunk_rows must be > 0");
@@ -352,13 +352,33 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
                         best1[i] = b1; best2[i] = b2; idx1[i] = k1; idx2[i] = k2;
                     }
                 }
+                for (int64_t i = 0; i < m; ++i)
+                    if (idx1[i] < 0) idx1[i] = 0;  // only if every product was NaN (input is validated upstream)
+                if (!exact_distances) {
+                    // |x - mu|^2 + (|w|^2 - 2 (x - mu).w), clamped at 0 (float32 products: cancellation
+                    // error ~ eps32 * (|x - mu|^2 + |w|^2); used for the training history only)
+                    for (int64_t i = 0; i < m; ++i) {
+                        const float* x = Xc + i * d;
+                        double xn = 0.0;
+                        for (int64_t j = 0; j < d; ++j) {
+                            const double v = static_cast<double>(x[j] - mean[j]);
+                            xn += v * v;
+                        }
+                        bmu[r0 + i] = idx1[i];
+                        second[r0 + i] = idx2[i];
+                        d1[r0 + i] = static_cast<float>(std::sqrt(std::max(0.0, xn + static_cast<double>(best1[i]))));
+                        d2[r0 + i] = idx2[i] >= 0
+                                         ? static_cast<float>(std::sqrt(std::max(0.0, xn + static_cast<double>(best2[i]))))
+                                         : inf;
+                    }
+                    return;
+                }
                 // Exact distances to the two winners.  The packed codebook
                 // stores a node's features NR floats apart, so the (row, node)
                 // pairs are visited grouped by micro-panel: each panel is read
                 // once per feature block while it sits in L1.
                 pairs.clear();
                 for (int64_t i = 0; i < m; ++i) {
-                    if (idx1[i] < 0) idx1[i] = 0;  // only if every product was NaN (input is validated upstream)
                     pairs.push_back({idx1[i], 2 * i});
                     if (idx2[i] >= 0) pairs.push_back({idx2[i], 2 * i + 1});
                 }
@@ -487,6 +507,143 @@ void gaussian_separable(const double* src, int64_t ld, int64_t width, const Geom
     }
 }
 
+typedef double v4d __attribute__((vector_size(32)));
+
+// out[t][v] = sum_{s0 <= s < s1} W[s * ldw + t] * B[s * ldb + v]   (t < 4, v < 8): a 4 x 8
+// register tile of a weighted sum (the separable smoothing's matrix products).
+inline void tile4x8(int64_t s0, int64_t s1, const double* __restrict W, int64_t ldw, const double* __restrict B,
+                    int64_t ldb, double out[4][8]) {
+    v4d a00{}, a01{}, a10{}, a11{}, a20{}, a21{}, a30{}, a31{};
+    for (int64_t s = s0; s < s1; ++s) {
+        v4d b0, b1;
+        std::memcpy(&b0, B + s * ldb, sizeof(v4d));
+        std::memcpy(&b1, B + s * ldb + 4, sizeof(v4d));
+        const double* w = W + s * ldw;
+        a00 += w[0] * b0; a01 += w[0] * b1;
+        a10 += w[1] * b0; a11 += w[1] * b1;
+        a20 += w[2] * b0; a21 += w[2] * b1;
+        a30 += w[3] * b0; a31 += w[3] * b1;
+    }
+    const v4d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+    for (int t = 0; t < 4; ++t) {
+        std::memcpy(out[t], &acc[t][0], sizeof(v4d));
+        std::memcpy(out[t] + 4, &acc[t][1], sizeof(v4d));
+    }
+}
+
+// Precomputed weights of the separable Gaussian: per (source parity, target
+// parity) a cols x cols_pad matrix along x, per target-row parity a
+// rows x (its target rows, padded to 4) matrix along y, and for every tile of
+// four targets the range of sources with a non-zero weight.
+struct GaussPlan {
+    static constexpr int64_t W = 32;  // features per block (4 tiles of 8)
+    int64_t rows = 0, cols = 0, npar = 1, cols_pad = 0;
+    std::vector<double> wx;
+    std::vector<int64_t> xlo, xhi;
+    std::vector<int64_t> trows[2];
+    std::vector<double> wy[2];
+    std::vector<int64_t> ylo[2], yhi[2];
+    int64_t nt_pad[2] = {0, 0};
+
+    GaussPlan(const Geometry& g, double sigma) : rows(g.rows), cols(g.cols) {
+        npar = g.topology == Topology::Hexagonal ? 2 : 1;
+        cols_pad = round_up(cols, 4);
+        const int64_t nct = cols_pad / 4;
+        wx.assign(npar * npar * cols * cols_pad, 0.0);
+        xlo.assign(npar * npar * nct, 0);
+        xhi.assign(npar * npar * nct, 0);
+        for (int64_t ps = 0; ps < npar; ++ps)
+            for (int64_t pd = 0; pd < npar; ++pd) {
+                const int64_t m = ps * npar + pd;
+                double* w = wx.data() + m * cols * cols_pad;
+                for (int64_t cs = 0; cs < cols; ++cs)
+                    for (int64_t cd = 0; cd < cols; ++cd) w[cs * cols_pad + cd] = gauss_factor(g.dx(ps, cs, pd, cd), sigma);
+                for (int64_t ct = 0; ct < nct; ++ct) {
+                    int64_t lo = cols, hi = 0;
+                    for (int64_t cs = 0; cs < cols; ++cs)
+                        for (int64_t t = 0; t < 4; ++t)
+                            if (w[cs * cols_pad + ct * 4 + t] != 0.0) { lo = std::min(lo, cs); hi = std::max(hi, cs + 1); }
+                    xlo[m * nct + ct] = lo < hi ? lo : 0;
+                    xhi[m * nct + ct] = lo < hi ? hi : 0;
+                }
+            }
+        for (int64_t p = 0; p < npar; ++p) {
+            for (int64_t r = 0; r < rows; ++r)
+                if (npar == 1 || (r & 1) == p) trows[p].push_back(r);
+            const int64_t nt = static_cast<int64_t>(trows[p].size());
+            nt_pad[p] = round_up(std::max<int64_t>(nt, 1), 4);
+            wy[p].assign(rows * nt_pad[p], 0.0);
+            for (int64_t rs = 0; rs < rows; ++rs)
+                for (int64_t t = 0; t < nt; ++t) wy[p][rs * nt_pad[p] + t] = gauss_factor(g.dy(rs, trows[p][t]), sigma);
+            const int64_t ntt = nt_pad[p] / 4;
+            ylo[p].assign(ntt, 0);
+            yhi[p].assign(ntt, 0);
+            for (int64_t tt = 0; tt < ntt; ++tt) {
+                int64_t lo = rows, hi = 0;
+                for (int64_t rs = 0; rs < rows; ++rs)
+                    for (int64_t t = 0; t < 4; ++t)
+                        if (wy[p][rs * nt_pad[p] + tt * 4 + t] != 0.0) { lo = std::min(lo, rs); hi = std::max(hi, rs + 1); }
+                ylo[p][tt] = lo < hi ? lo : 0;
+                yhi[p][tt] = lo < hi ? hi : 0;
+            }
+        }
+    }
+    int64_t tbuf_size() const { return rows * npar * cols_pad * W; }
+    int64_t srcbuf_size() const { return cols * W; }
+};
+
+// Gaussian smoothing of features [0, w) (w <= 32) of src (node rows, stride ld),
+// emit(node, values, b0, nb) receives features b0 .. b0 + nb of a node.
+template <class Emit>
+void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t w, double* tbuf, double* srcbuf,
+                    Emit&& emit) {
+    constexpr int64_t W = GaussPlan::W;
+    const int64_t rows = pl.rows, cols = pl.cols, npar = pl.npar, cols_pad = pl.cols_pad, nct = cols_pad / 4;
+    const int64_t nqt = cols_pad * W / 8;
+    double out[4][8];
+    // step 1: along x, per source row, for each target parity
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t cs = 0; cs < cols; ++cs) {
+            const double* s = src + (r * cols + cs) * ld;
+            double* dst = srcbuf + cs * W;
+            for (int64_t b = 0; b < W; ++b) dst[b] = b < w ? s[b] : 0.0;
+        }
+        const int64_t ps = npar == 2 ? (r & 1) : 0;
+        for (int64_t pd = 0; pd < npar; ++pd) {
+            const int64_t m = ps * npar + pd;
+            const double* wxm = pl.wx.data() + m * cols * cols_pad;
+            // tbuf layout [pd][q tile = cd * W / 8 + bt][source row r][8]: step 2 reads a q tile's
+            // column over all source rows as one contiguous strip
+            double* t = tbuf + pd * nqt * rows * 8 + r * 8;
+            for (int64_t ct = 0; ct < nct; ++ct) {
+                const int64_t lo = pl.xlo[m * nct + ct], hi = pl.xhi[m * nct + ct];
+                for (int64_t bt = 0; bt < W / 8; ++bt) {
+                    tile4x8(lo, hi, wxm + ct * 4, cols_pad, srcbuf + bt * 8, W, out);
+                    for (int64_t i = 0; i < 4; ++i)
+                        std::memcpy(t + ((ct * 4 + i) * (W / 8) + bt) * rows * 8, out[i], 8 * sizeof(double));
+                }
+            }
+        }
+    }
+    // step 2: along y, per target-row parity; a strip of 8 values of every
+    // source row stays in L1 while all target tiles use it
+    for (int64_t p = 0; p < npar; ++p) {
+        const int64_t nt = static_cast<int64_t>(pl.trows[p].size());
+        const int64_t ntt = pl.nt_pad[p] / 4;
+        for (int64_t q0 = 0; q0 < cols * W; q0 += 8) {
+            const int64_t cd = q0 / W, b0 = q0 % W;
+            if (b0 >= w) continue;
+            const int64_t nb = std::min<int64_t>(8, w - b0);
+            const double* B = tbuf + (p * nqt + q0 / 8) * rows * 8;
+            for (int64_t tt = 0; tt < ntt; ++tt) {
+                tile4x8(pl.ylo[p][tt], pl.yhi[p][tt], pl.wy[p].data() + tt * 4, pl.nt_pad[p], B, 8, out);
+                for (int64_t i = 0; i < 4 && tt * 4 + i < nt; ++i)
+                    emit(pl.trows[p][tt * 4 + i] * cols + cd, out[i], b0, nb);
+            }
+        }
+    }
+}
+
 // Bubble neighbourhood, sparse: each target node sums the sources inside the
 // radius, found in a window of rows / columns around it.
 template <class Emit>
@@ -570,19 +727,27 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
     int64_t kept = 0;
     for (int64_t k = 0; k < n_nodes; ++k) kept += den[k] > 0.0 ? 1 : 0;
 
-    const int64_t width = nb == Neighborhood::Gaussian ? 32 : 256;
-    static_assert(detail::KC % 32 == 0 && detail::KC % 256 == 0, "smoothing widths must divide KC");
+    const int64_t width = nb == Neighborhood::Gaussian ? detail::GaussPlan::W : 256;
+    static_assert(detail::KC % detail::GaussPlan::W == 0 && detail::KC % 256 == 0, "smoothing widths must divide KC");
     const int64_t n_blocks = (d + width - 1) / width;
+    std::unique_ptr<detail::GaussPlan> plan;
+    if (nb == Neighborhood::Gaussian) plan = std::make_unique<detail::GaussPlan>(g, sigma);
     const int nt = clamp_threads(n_threads);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
     {
-        std::vector<double> tbuf, acc;
+        std::vector<double> tbuf, srcbuf, acc;
+        std::vector<float> obuf;
         errors.run([&] {
-            if (nb == Neighborhood::Gaussian) tbuf.resize(rows * npar * cols * width);
-            acc.resize(cols * width);
+            if (plan) {
+                tbuf.resize(plan->tbuf_size());
+                srcbuf.resize(plan->srcbuf_size());
+                obuf.resize(n_nodes * width);
+            } else {
+                acc.resize(width);
+            }
         });
 #if CREVKIT_HAS_OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -592,17 +757,33 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
             errors.run([&] {
                 const int64_t j0 = blk * width;
                 const int64_t w = std::min(width, d - j0);
-                auto emit = [&](int64_t k, const double* v) {
+                // j0 .. j0 + w lies inside one KC block of the packed layout (width divides KC)
+                auto emit = [&](int64_t k, const double* v, int64_t b0, int64_t nbv) {
                     if (!(den[k] > 0.0)) return;  // no neighbourhood weight: keep the node
-                    // j0 .. j0 + w lies inside one KC block (width divides KC)
-                    float* out = P + detail::packed_offset(k, j0, n_nodes, d);
+                    float* out = P + detail::packed_offset(k, j0 + b0, n_nodes, d);
                     const double dk = den[k];
-                    for (int64_t b = 0; b < w; ++b) out[b * detail::NR] = static_cast<float>(v[b] / dk);
+                    for (int64_t b = 0; b < nbv; ++b) out[b * detail::NR] = static_cast<float>(v[b] / dk);
                 };
-                if (nb == Neighborhood::Gaussian)
-                    detail::gaussian_separable(sums + j0, d, w, g, sigma, gx, gy, tbuf, acc, emit);
-                else
-                    detail::bubble_sparse(sums + j0, d, w, g, sigma, acc, emit);
+                if (plan) {
+                    // collect node-major, then write the packed layout panel by panel (sequentially)
+                    float* ob = obuf.data();
+                    auto collect = [&](int64_t k, const double* v, int64_t b0, int64_t nbv) {
+                        const double dk = den[k];
+                        for (int64_t b = 0; b < nbv; ++b) ob[k * width + b0 + b] = static_cast<float>(v[b] / dk);
+                    };
+                    detail::gaussian_block(*plan, sums + j0, d, w, tbuf.data(), srcbuf.data(), collect);
+                    const int64_t k_pad = detail::round_up(n_nodes, detail::NR);
+                    for (int64_t g0 = 0; g0 < k_pad; g0 += detail::NR) {
+                        float* base = P + detail::packed_offset(g0, j0, n_nodes, d);
+                        for (int64_t b = 0; b < w; ++b)
+                            for (int64_t jj = 0; jj < detail::NR; ++jj) {
+                                const int64_t k = g0 + jj;
+                                if (k < n_nodes && den[k] > 0.0) base[b * detail::NR + jj] = ob[k * width + b];
+                            }
+                    }
+                } else
+                    detail::bubble_sparse(sums + j0, d, w, g, sigma, acc,
+                                          [&](int64_t k, const double* v) { emit(k, v, 0, w); });
             });
         }
     }
