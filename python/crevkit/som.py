@@ -278,7 +278,7 @@ class SelfOrganizingMap:
         10,000 random samples), the longer map axis along the first;
         ``"sample"``: random distinct samples (with replacement if there are
         fewer samples than nodes); an array of shape ``(rows, cols, D)`` or
-        ``(rows * cols, D)``: that codebook.
+        ``(rows * cols, D)``: that codebook.  The initial codebook is float32.
     seed : int
         Seed of ``numpy.random.default_rng`` (init only; the fit itself is deterministic).
     n_threads : int or None
@@ -380,10 +380,13 @@ class SelfOrganizingMap:
     # ---- kernel hooks (crevkit.reference.som overrides these with float64 NumPy)
     _codebook_dtype = np.float32
 
-    def _kern_prepare(self, centred: np.ndarray, n_threads: int) -> Any:
+    def _kern_prepare(self, codebook: np.ndarray, mean: np.ndarray, n_threads: int, *, owned: bool) -> Any:
+        """Kernel state from a (nodes, D) codebook: centred (float32, in place when ``owned``) and packed."""
         from . import _core
 
-        return _core.som_pack(np.ascontiguousarray(centred, dtype=np.float32), n_threads)
+        centred = codebook if owned and codebook.dtype == np.float32 else np.array(codebook, dtype=np.float32)
+        np.subtract(centred, mean, out=centred)
+        return _core.som_pack(centred, n_threads)
 
     def _kern_bmu(self, state: Any, block: np.ndarray, mean: np.ndarray, sums: np.ndarray | None,
                   counts: np.ndarray | None, n_nodes: int, chunk_rows: int, n_threads: int):
@@ -419,7 +422,7 @@ class SelfOrganizingMap:
             if init.shape not in ((rows, cols, d), (k, d)):
                 raise CrevkitValueError(f"init must have shape ({rows}, {cols}, {d}) or ({k}, {d}) "
                                         f"(map rows, cols, X's features), got {init.shape}")
-            init = init.reshape(k, d).astype(np.float64)
+            init = np.array(init.reshape(k, d), dtype=np.float32)
             if not np.isfinite(init).all():
                 raise CrevkitValueError("init contains NaN or infinite values")
             return init
@@ -428,20 +431,20 @@ class SelfOrganizingMap:
             idx = rng.choice(n, size=k, replace=n < k)
             order = np.argsort(idx, kind="stable")
             rows_read = _read_rows(X, idx[order])
-            out = np.empty((k, d))
+            out = np.empty((k, d), dtype=np.float32)
             out[order] = rows_read
             return out
         # PCA plane
         n_sub = min(n, 10_000)
         idx = np.arange(n) if n_sub == n else np.sort(rng.choice(n, size=n_sub, replace=False))
         sub = _read_rows(X, idx) - mean64
-        out = np.repeat(mean64[None, :], k, axis=0)
         n_comp = min(2, d, n_sub - 1) if n_sub > 1 else 0
         if n_comp == 0 or k == 1:
-            return out
+            return np.repeat(mean64[None, :].astype(np.float32), k, axis=0)
         from sklearn.utils.extmath import randomized_svd
 
         _, svals, vt = randomized_svd(sub, n_components=n_comp, random_state=int(self.seed))
+        del sub
         std = svals / math.sqrt(n_sub)
         pos = node_positions(rows, cols, self.topology)
         coords = []
@@ -451,9 +454,12 @@ class SelfOrganizingMap:
             coords.append(p / span if span > 0 else np.zeros_like(p))
         extent = np.ptp(pos, axis=0)
         long_axis = 0 if extent[0] >= extent[1] else 1
-        axes = [coords[long_axis], coords[1 - long_axis]]
-        for comp in range(n_comp):
-            out += np.outer(axes[comp] * std[comp], vt[comp])
+        coef = np.stack([coords[long_axis], coords[1 - long_axis]], axis=1)[:, :n_comp] * std  # (k, n_comp)
+        # float64 arithmetic, float32 result, in row blocks (the codebook may be large)
+        out = np.empty((k, d), dtype=np.float32)
+        step = max(1, (32 * 2**20) // (8 * d))
+        for s0 in range(0, k, step):
+            out[s0:s0 + step] = mean64 + coef[s0:s0 + step] @ vt
         return out
 
     # ---- fit
@@ -479,8 +485,8 @@ class SelfOrganizingMap:
         mean64 = total / n
         mean = self._kern_mean(mean64)
 
-        init = self._initial_codebook(X, mean64, rows, cols)
-        state = self._kern_prepare(init - mean.astype(np.float64), n_threads)
+        init = self._initial_codebook(X, mean64, rows, cols)  # (k, d) float32, ours
+        state = self._kern_prepare(init, mean, n_threads, owned=True)
         del init
         radii = radius_schedule(p["radius0"], p["radius_final"], p["epochs"], self.cooling)
         sums = np.zeros((k, d), dtype=np.float64)
@@ -529,9 +535,7 @@ class SelfOrganizingMap:
         chunk_rows = check_int(self.chunk_rows, "chunk_rows", minimum=1)
         k = self.codebook_.shape[0] * self.codebook_.shape[1]
         mean = self.mean_
-        centred = self.codebook_.reshape(k, d).astype(np.float64) - mean.astype(np.float64)
-        state = self._kern_prepare(centred, n_threads)
-        del centred
+        state = self._kern_prepare(self.codebook_.reshape(k, d), mean, n_threads, owned=False)
         n = int(X.shape[0])
         out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float32))
         for start, block in _blocks(X, chunk_rows, check=True):

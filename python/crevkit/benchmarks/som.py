@@ -141,7 +141,7 @@ def _run_map(X, rows, cols, epochs, threads, peers: dict, rows_out: list, notes:
     label = f"{rows}×{cols}"
     radius0 = max(1.0, (max(rows, cols) - 1) / 2.0)
     init = SelfOrganizingMap(rows, cols, init="pca", seed=0)._initial_codebook(
-        X, X.mean(axis=0, dtype=np.float64), rows, cols).astype(np.float32)
+        X, X.mean(axis=0, dtype=np.float64), rows, cols)  # float32
 
     # crevkit
     ck_epochs = peers.get("crevkit_epochs", epochs)
@@ -162,6 +162,8 @@ def _run_map(X, rows, cols, epochs, threads, peers: dict, rows_out: list, notes:
 
     # somoclu (dense CPU kernel, OpenMP)
     so_epochs = peers.get("somoclu_epochs", 0)
+    if not so_epochs:
+        notes.append(f"somoclu {label}: not run (too slow for this run: its dense update is nodes² · D per epoch)")
     if so_epochs:
         try:
             import somoclu

@@ -90,8 +90,8 @@ class SelfOrganizingMap(_CompiledSOM):
     def _kern_mean(self, mean64: np.ndarray) -> np.ndarray:
         return mean64.copy()
 
-    def _kern_prepare(self, centred: np.ndarray, n_threads: int) -> Any:
-        return np.array(centred, dtype=np.float64)
+    def _kern_prepare(self, codebook: np.ndarray, mean: np.ndarray, n_threads: int, *, owned: bool) -> Any:
+        return np.asarray(codebook, dtype=np.float64) - mean
 
     def _kern_bmu(self, state, block, mean, sums, counts, n_nodes, chunk_rows, n_threads):
         xc = np.asarray(block, dtype=np.float64) - mean
