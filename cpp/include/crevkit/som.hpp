@@ -464,49 +464,6 @@ inline bool in_bubble(double d2, double sigma) { return d2 <= sigma * sigma + 1e
 
 namespace detail {
 
-// Smoothed value of `src` (n_nodes x width doubles, row stride ld) for the
-// Gaussian neighbourhood, written through emit(k, const double* values).
-// Separable: first along map rows' columns (per source row, one output per
-// target-row parity on hexagonal maps), then across map rows.
-template <class Emit>
-void gaussian_separable(const double* src, int64_t ld, int64_t width, const Geometry& g, double sigma,
-                        const std::vector<double>& gx, const std::vector<double>& gy, std::vector<double>& tbuf,
-                        std::vector<double>& acc, Emit&& emit) {
-    const int64_t rows = g.rows, cols = g.cols;
-    const int64_t npar = g.topology == Topology::Hexagonal ? 2 : 1;
-    (void)sigma;
-    // tbuf[((r * npar + p) * cols + cd) * width + b]
-    std::fill(tbuf.begin(), tbuf.begin() + rows * npar * cols * width, 0.0);
-    for (int64_t r = 0; r < rows; ++r) {
-        const int64_t ps = npar == 2 ? (r & 1) : 0;
-        for (int64_t p = 0; p < npar; ++p) {
-            const double* gxp = gx.data() + ((ps * npar + p) * cols) * cols;  // [cs][cd]
-            double* t = tbuf.data() + (r * npar + p) * cols * width;
-            for (int64_t cs = 0; cs < cols; ++cs) {
-                const double* s = src + (r * cols + cs) * ld;
-                const double* wrow = gxp + cs * cols;
-                for (int64_t cd = 0; cd < cols; ++cd) {
-                    const double w = wrow[cd];
-                    if (w == 0.0) continue;
-                    double* tt = t + cd * width;
-                    for (int64_t b = 0; b < width; ++b) tt[b] += w * s[b];
-                }
-            }
-        }
-    }
-    for (int64_t rd = 0; rd < rows; ++rd) {
-        const int64_t p = npar == 2 ? (rd & 1) : 0;
-        std::fill(acc.begin(), acc.begin() + cols * width, 0.0);
-        for (int64_t rs = 0; rs < rows; ++rs) {
-            const double w = gy[rs * rows + rd];
-            if (w == 0.0) continue;
-            const double* t = tbuf.data() + (rs * npar + p) * cols * width;
-            for (int64_t q = 0; q < cols * width; ++q) acc[q] += w * t[q];
-        }
-        for (int64_t cd = 0; cd < cols; ++cd) emit(rd * cols + cd, acc.data() + cd * width);
-    }
-}
-
 typedef double v4d __attribute__((vector_size(32)));
 
 // out[t][v] = sum_{s0 <= s < s1} W[s * ldw + t] * B[s * ldb + v]   (t < 4, v < 8): a 4 x 8
@@ -698,31 +655,20 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
     if (!(sigma > 0.0) || !std::isfinite(sigma)) throw std::invalid_argument("sigma must be finite and > 0");
     if (g.toroidal && g.topology == Topology::Hexagonal && (g.rows % 2) != 0)
         throw std::invalid_argument("a toroidal hexagonal map needs an even number of rows");
-    const int64_t rows = g.rows, cols = g.cols, n_nodes = rows * cols;
-    const int64_t npar = g.topology == Topology::Hexagonal ? 2 : 1;
+    const int64_t n_nodes = g.rows * g.cols;
 
-    std::vector<double> gx, gy;
-    if (nb == Neighborhood::Gaussian) {
-        gx.assign(npar * npar * cols * cols, 0.0);
-        for (int64_t ps = 0; ps < npar; ++ps)
-            for (int64_t pd = 0; pd < npar; ++pd)
-                for (int64_t cs = 0; cs < cols; ++cs)
-                    for (int64_t cd = 0; cd < cols; ++cd)
-                        gx[((ps * npar + pd) * cols + cs) * cols + cd] = gauss_factor(g.dx(ps, cs, pd, cd), sigma);
-        gy.assign(rows * rows, 0.0);
-        for (int64_t rs = 0; rs < rows; ++rs)
-            for (int64_t rd = 0; rd < rows; ++rd) gy[rs * rows + rd] = gauss_factor(g.dy(rs, rd), sigma);
-    }
+    std::unique_ptr<detail::GaussPlan> plan;
+    if (nb == Neighborhood::Gaussian) plan = std::make_unique<detail::GaussPlan>(g, sigma);
 
-    // denominators (width 1)
+    // denominators sum_j h_jk counts_j (width 1), by the same code path as the numerators
     std::vector<double> den(n_nodes, 0.0);
-    {
-        std::vector<double> tbuf(nb == Neighborhood::Gaussian ? rows * npar * cols : 0), acc(cols);
-        auto emit = [&](int64_t k, const double* v) { den[k] = v[0]; };
-        if (nb == Neighborhood::Gaussian)
-            detail::gaussian_separable(counts, 1, 1, g, sigma, gx, gy, tbuf, acc, emit);
-        else
-            detail::bubble_sparse(counts, 1, 1, g, sigma, acc, emit);
+    if (plan) {
+        std::vector<double> tbuf(plan->tbuf_size()), srcbuf(plan->srcbuf_size());
+        detail::gaussian_block(*plan, counts, 1, 1, tbuf.data(), srcbuf.data(),
+                               [&](int64_t k, const double* v, int64_t, int64_t) { den[k] = v[0]; });
+    } else {
+        std::vector<double> acc(1);
+        detail::bubble_sparse(counts, 1, 1, g, sigma, acc, [&](int64_t k, const double* v) { den[k] = v[0]; });
     }
     int64_t kept = 0;
     for (int64_t k = 0; k < n_nodes; ++k) kept += den[k] > 0.0 ? 1 : 0;
@@ -730,8 +676,6 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
     const int64_t width = nb == Neighborhood::Gaussian ? detail::GaussPlan::W : 256;
     static_assert(detail::KC % detail::GaussPlan::W == 0 && detail::KC % 256 == 0, "smoothing widths must divide KC");
     const int64_t n_blocks = (d + width - 1) / width;
-    std::unique_ptr<detail::GaussPlan> plan;
-    if (nb == Neighborhood::Gaussian) plan = std::make_unique<detail::GaussPlan>(g, sigma);
     const int nt = clamp_threads(n_threads);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
