@@ -52,6 +52,9 @@
 
 namespace crevkit::som {
 
+#ifndef CREVKIT_SOM_KC
+#define CREVKIT_SOM_KC 256
+#endif
 #ifndef CREVKIT_SOM_NR
 #define CREVKIT_SOM_NR 16
 #endif
@@ -62,7 +65,7 @@ namespace crevkit::som {
 #define CREVKIT_SOM_MR 6
 #endif
 #ifndef CREVKIT_SOM_NC
-#define CREVKIT_SOM_NC 256
+#define CREVKIT_SOM_NC 512
 #endif
 
 namespace detail {
@@ -70,7 +73,7 @@ namespace detail {
 constexpr int64_t MR = CREVKIT_SOM_MR;  // micro-tile rows (samples)
 constexpr int64_t NR = CREVKIT_SOM_NR;  // micro-tile columns (nodes): NR / VW vectors
 constexpr int64_t VW = CREVKIT_SOM_VW;  // floats per vector register
-constexpr int64_t KC = 256;   // feature block (packed A / B panels along D)
+constexpr int64_t KC = CREVKIT_SOM_KC;  // feature block (packed A / B panels along D)
 constexpr int64_t NC = CREVKIT_SOM_NC;   // node block (C tile width)
 
 typedef float vf __attribute__((vector_size(VW * 4)));
