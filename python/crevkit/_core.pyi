@@ -57,3 +57,46 @@ def dct_decompress(
     nx: int,
     n_threads: int,
 ) -> npt.NDArray[np.float32]: ...
+
+# --- self-organizing map (crevkit.som) ---
+# The codebook is passed centred (minus the data mean) in the kernel's packed
+# panel layout (som_pack); som_unpack turns it back into nodes x features.
+def som_pack(codebook: npt.NDArray[np.float32], n_threads: int) -> npt.NDArray[np.float32]: ...
+def som_unpack(
+    packed: npt.NDArray[np.float32],
+    n_nodes: int,
+    d: int,
+    offset: npt.NDArray[np.float32] | None = None,
+    n_threads: int = 1,
+) -> npt.NDArray[np.float32]: ...
+def som_bmu(
+    X: npt.NDArray[np.float32],
+    mean: npt.NDArray[np.float32],
+    packed: npt.NDArray[np.float32],
+    n_nodes: int,
+    sums: npt.NDArray[np.float64] | None = None,
+    counts: npt.NDArray[np.float64] | None = None,
+    chunk_rows: int = ...,
+    n_threads: int = ...,
+    exact: bool = True,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
+def som_accumulate(
+    X: npt.NDArray[np.float32],
+    mean: npt.NDArray[np.float32],
+    bmu: npt.NDArray[np.int64],
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.float64],
+    n_threads: int,
+) -> None: ...
+def som_smooth(
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.float64],
+    packed: npt.NDArray[np.float32],
+    rows: int,
+    cols: int,
+    topology: int,
+    toroidal: bool,
+    neighborhood: int,
+    sigma: float,
+    n_threads: int,
+) -> int: ...

@@ -18,15 +18,17 @@ from ..errors import CrevkitError
 
 # modules under crevkit.cli that each add their commands to ``main``
 _COMMAND_MODULES = [
+    "pipeline",  # init, run, demo
+    "scenes",  # synth
+    "tiles",  # tile, export-tiles
     "simulate",
+    "index",  # library, index, match, evaluate-matching
+    "shots",  # shots, synth-shots, noise-model
+    "denoise",  # train-denoiser, denoise
     "features",
+    "som",
+    "postprocess",  # cluster, label, probability, map, report
     "bench",
-    "pipeline",
-    "scenes", "tiles",
-    "shots",
-    "index",
-    "postprocess",
-    "denoise",
 ]
 
 
