@@ -139,7 +139,7 @@ def _match_figures(ctx, out_dir: Path, n: int = 3) -> dict[str, Path]:
 def build_run_report(ctx) -> tuple[Path, int]:
     """Write ``run/report/index.html`` (+ PNGs, metrics.json); returns (path, number of figures)."""
     from ..cluster import ClusterResult
-    from ..report import plot_hit_map, plot_umatrix, umatrix, write_report
+    from ..report import plot_hit_map, plot_umatrix, write_report
     from ..som import SelfOrganizingMap
     from . import stages as S
 
@@ -148,7 +148,7 @@ def build_run_report(ctx) -> tuple[Path, int]:
     figures: dict[str, Path] = {}
     som = SelfOrganizingMap.load(ctx.path(S.SOM) / "som.npz")
     bmu = np.load(ctx.path(S.SOM) / "bmu.npz")["bmu"]
-    figures["SOM U-matrix"] = plot_umatrix(umatrix(som.codebook_), out / "umatrix.png")
+    figures["SOM U-matrix"] = plot_umatrix(som.umatrix(), out / "umatrix.png")
     hits = np.bincount(bmu, minlength=som.rows * som.cols).reshape(som.rows, som.cols)
     figures["SOM hit map"] = plot_hit_map(hits, out / "hit_map.png")
     clusters = ClusterResult.load(ctx.path(S.CLUSTERS))

@@ -249,7 +249,7 @@ def som_stage(ctx: Context) -> StageCounts:
     som = SelfOrganizingMap(cfg["rows"], cfg["cols"], topology=cfg["topology"], epochs=cfg["epochs"],
                             seed=ctx.seed(), n_threads=ctx.n_threads)
     som.fit(features)
-    bmu, dist = som.bmu(features)
+    bmu, dist = som.transform(features)
     out = ctx.path(SOM)
     out.mkdir(parents=True, exist_ok=True)
     som.save(out / "som.npz")
