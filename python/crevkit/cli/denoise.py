@@ -1,0 +1,64 @@
+"""``crevkit train-denoiser`` and ``crevkit denoise``: train the learned denoiser, then apply it to shots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+
+
+@main.command("train-denoiser")
+@click.argument("library", type=click.Path(exists=True, path_type=Path))
+@click.argument("noise_model", metavar="NOISE_MODEL")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--steps", "n_steps", type=int, default=None, help="Training steps (default: the Denoiser default).")
+@click.option("--batch-size", type=int, default=None, help="Waveforms per step.")
+@click.option("--learning-rate", type=float, default=None, help="Peak learning rate (one-cycle schedule).")
+@click.option("--width", type=int, default=None, help="Channels of the widest layers.")
+@click.option("--loss", type=click.Choice(["sqrt", "mse", "mixed"]), default=None,
+              help="Training loss (default: sqrt, the matching space).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", "n_threads", type=int, default=None,
+              help="Torch CPU threads (default: all cores; set OMP_WAIT_POLICY=PASSIVE on shared machines).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--checkpoint-every", type=int, default=None, help="Also save a checkpoint every N steps.")
+def train_denoiser_command(library: Path, noise_model: str, output: Path, n_steps, batch_size, learning_rate, width,
+                           loss, seed: int, n_threads, device: str, checkpoint_every) -> None:
+    """Train a denoiser on LIBRARY waveforms (.npy or Zarr) with NOISE_MODEL, save it to OUTPUT.
+
+    NOISE_MODEL is a directory written by the noise model stage, or
+    "synthetic" for the parametric model (white noise, SNR 5-100).
+    """
+    import numpy as np
+
+    from .._stack_io import open_stack
+    from ..denoise import Denoiser
+    from ..noise import NoiseModel
+
+    model_noise = NoiseModel.synthetic() if noise_model == "synthetic" else NoiseModel.load(noise_model)
+    waves = np.asarray(open_stack(library, "library"))
+    params = {k: v for k, v in dict(n_steps=n_steps, batch_size=batch_size, learning_rate=learning_rate, width=width,
+                                    loss=loss).items() if v is not None}
+    den = Denoiser(seed=seed, n_threads=n_threads, device=device, **params)
+    den.fit(waves, model_noise, checkpoint=output, checkpoint_every=checkpoint_every)
+    h = den.history_
+    click.echo(f"wrote {output} ({den.n_parameters_} parameters, {den.config['n_steps']} steps, "
+               f"validation loss {h['val_loss'][-1]:.5f}, {h['train_seconds']:.1f} s)")
+
+
+@main.command("denoise")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--threads", "n_threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def denoise_command(model: Path, source: Path, output: Path, batch_size: int, n_threads, device: str) -> None:
+    """Denoise and de-shift the shots in SOURCE (.npy or Zarr, n × samples) into OUTPUT (.npy)."""
+    from ..denoise import Denoiser
+
+    den = Denoiser.load(model, device=device, n_threads=n_threads)
+    counts = den.transform_stack(source, output, batch_size=batch_size)
+    click.echo(f"wrote {output} ({counts.done} waveforms, {counts.failed} not finite)")
