@@ -232,10 +232,14 @@ def _blocks(X: Any, chunk_rows: int, *, check: bool, name: str = "X",
     step = _block_rows(X, chunk_rows)
     for start in range(0, n, step):
         block = np.ascontiguousarray(X[start:start + step], dtype=np.float32)
-        if check and not np.isfinite(block).all():
-            bad = start + int(np.argwhere(~np.isfinite(block))[0, 0])
-            raise CrevkitValueError(f"{name} contains NaN or infinite values (first at row {bad}); "
-                                    "remove or impute those samples first")
+        if check:
+            sub = max(1, (4 * 2**20) // (4 * block.shape[1]))  # check ~4 MiB at a time (small temporaries)
+            for s0 in range(0, block.shape[0], sub):
+                part = block[s0:s0 + sub]
+                if not np.isfinite(part).all():
+                    bad = start + s0 + int(np.argwhere(~np.isfinite(part))[0, 0])
+                    raise CrevkitValueError(f"{name} contains NaN or infinite values (first at row {bad}); "
+                                            "remove or impute those samples first")
         yield start, block
 
 
