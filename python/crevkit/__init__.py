@@ -34,10 +34,12 @@ _LAZY = {
     "make_scene": "crevkit.scenes",
     "tile_frames": "crevkit.tiles",
     "TileStore": "crevkit.tiles",
+    "export_tiles": "crevkit.tiles",
     # features and SOM
     "normalize_tiles": "crevkit.features",
     "dct_compress": "crevkit.features",
     "dct_decompress": "crevkit.features",
+    "write_features": "crevkit.features",
     "SelfOrganizingMap": "crevkit.som",
     # matching
     "WaveformIndex": "crevkit.index",
@@ -48,8 +50,22 @@ _LAZY = {
     "read_lvis": "crevkit.readers",
     "read_gedi_l1b": "crevkit.readers",
     "read_shot_table": "crevkit.readers",
+    "read_shots": "crevkit.readers",
+    "ShotTable": "crevkit.shot_table",
+    "synthesize_shots": "crevkit.synth_shots",
     "NoiseModel": "crevkit.noise",
     "Denoiser": "crevkit.denoise",
+    # matching results -> maps
+    "build_library": "crevkit.library",
+    "open_library": "crevkit.library",
+    "match_shots": "crevkit.index",
+    "cluster_som": "crevkit.cluster",
+    "read_labels": "crevkit.labels",
+    "shot_probabilities": "crevkit.probability",
+    "rasterize": "crevkit.maps",
+    "change_rasters": "crevkit.maps",
+    "write_report": "crevkit.report",
+    "run_pipeline": "crevkit.pipeline",
 }
 
 __all__ = sorted(

@@ -72,7 +72,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "alignment": _k(str, "centroid", "canonical alignment of library and queries", ("centroid", "leading_edge", "none")),
         "M": _k(int, 16, "HNSW graph degree"),
         "ef_construction": _k(int, 200, "HNSW build beam"),
-        "ef": _k(int, 120, "HNSW query beam"),
+        "ef": _k(int, 48, "HNSW query beam"),
+        "rerank": _k(int, 48, "candidates re-ranked exactly in full dimension"),
     },
     "noise_model": {
         "max_vectors": _k(int, 200000, "noise vectors kept in the pool"),

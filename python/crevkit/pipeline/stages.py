@@ -118,7 +118,8 @@ def index_stage(ctx: Context) -> StageCounts:
     cfg = ctx.section("index")
     library = _library(ctx)
     index = WaveformIndex.build(np.asarray(library.waveforms[:]), tile_ids=library.tile_ids, transform=cfg["transform"], alignment=cfg["alignment"], M=cfg["M"],
-                                ef_construction=cfg["ef_construction"], ef_search=cfg["ef"], seed=ctx.seed(),
+                                ef_construction=cfg["ef_construction"], ef_search=cfg["ef"], rerank=cfg["rerank"],
+                                seed=ctx.seed(),
                                 n_threads=ctx.n_threads, instrument=ctx.config["instrument"])
     index.save(ctx.path(INDEX))
     return StageCounts("index", found=len(library), done=index.count,
