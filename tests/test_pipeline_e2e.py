@@ -13,11 +13,13 @@ import rasterio
 from crevkit.demo import run_demo
 from crevkit.pipeline import run_pipeline
 
-# measured on the small scene (seed 0) when this test was written: AUC 0.8x on
-# noisy shots; the margin below is fixed well above chance (0.5)
-MIN_AUC = 0.65
+# Measured on the small scene (seed 0, 173 shots) when this test was written:
+# shot AUC 0.80 on noisy shots (0.99 for the clean ceiling); the margins below
+# are fixed from that, well above chance (0.5).
+MIN_AUC = 0.70
+MIN_AUC_CLEAN = 0.90
 
-OVERRIDES = {"som": {"rows": 8, "cols": 8, "epochs": 8}, "denoiser": {"steps": 200}, "match": {"k": 15}}
+OVERRIDES = {"som": {"rows": 8, "cols": 8, "epochs": 8}, "denoiser": {"steps": 1000}, "match": {"k": 15}}
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +54,17 @@ def test_output_contract(demo):
             assert np.isnan(src.nodata)
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert metrics["auc"] >= MIN_AUC
-    assert metrics["auc_clean"] >= MIN_AUC
+    assert metrics["auc_clean"] >= MIN_AUC_CLEAN
 
 
 def test_change_raster_positive_where_crevasses_appeared(demo):
     root, _ = demo
     metrics = json.loads((root / "run" / "report" / "metrics.json").read_text())
     change = metrics["change"]
-    assert change["n_appeared"] > 0
-    assert change["appeared_recall"] > 0.5
+    assert change["n_appeared"] > 0 and change["n_vanished"] > 0
+    # the mapped p(crevasse) rose where the truth gained crevasses, and more than where it lost them
+    assert change["mean_change_where_appeared"] > 0
+    assert change["mean_change_where_appeared"] > change["mean_change_where_vanished"]
 
 
 def test_resume_recomputes_only_what_is_missing(demo, tmp_path):

@@ -43,7 +43,7 @@ def prepare_demo(root: str | Path, *, seed: int = 0, years: tuple[int, int] = (2
             (dem_dir / ".done").write_text("ok\n")
         shot_dir = inputs / f"shots_{year}"
         if not (shot_dir / ".done").exists():
-            synthesize_shots(scene, shot_dir, n_tracks=n_tracks if not small else max(4, n_tracks // 3),
+            synthesize_shots(scene, shot_dir, n_tracks=n_tracks,
                              seed=seed + epoch, year=year)
             (shot_dir / ".done").write_text("ok\n")
     config = {

@@ -101,6 +101,15 @@ def evaluate_run(ctx) -> dict:
         map_change = change_rasters(map_periods, ctx.path("report/eval_maps"), min_shots=cfg["min_shots"],
                                     quicklooks=False)
         metrics["change"] = change_accuracy(map_change[0], truth_change[0])
+        from ..maps import read_raster
+
+        mapped, _ = read_raster(map_change[0])
+        truth_grid, _ = read_raster(truth_change[0])
+        both = np.isfinite(mapped) & np.isfinite(truth_grid)
+        for name, mask in (("appeared", truth_grid > 0.25), ("vanished", truth_grid < -0.25),
+                           ("unchanged", np.abs(truth_grid) <= 0.25)):
+            sel = both & mask
+            metrics["change"][f"mean_change_where_{name}"] = float(mapped[sel].mean()) if sel.any() else float("nan")
     return metrics
 
 

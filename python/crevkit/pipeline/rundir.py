@@ -34,15 +34,17 @@ def hash_json(value: Any) -> str:
 
 
 def hash_files(paths: Iterable[str | os.PathLike], *, content: bool = True) -> str:
-    """sha256 over files (path, size, and content or mtime), in sorted order.
+    """sha256 over files (name, size, and content or mtime), in sorted order.
 
-    Content hashing streams each file in 1 MiB blocks; ``content=False``
-    hashes (size, mtime) only, for inputs too large to read every run.
+    The file's name, not its folder, enters the hash, so a run directory moved
+    together with its inputs stays complete.  Content hashing streams each
+    file in 1 MiB blocks; ``content=False`` hashes (size, mtime) only, for
+    inputs too large to read every run.
     """
     h = hashlib.sha256()
     for p in sorted(str(Path(p)) for p in paths):
         st = os.stat(p)
-        h.update(p.encode())
+        h.update(Path(p).name.encode())
         h.update(str(st.st_size).encode())
         if content:
             with open(p, "rb") as fh:

@@ -165,7 +165,10 @@ def noise_model_stage(ctx: Context) -> StageCounts:
     valid = table.valid_waveforms() if hasattr(table, "valid_waveforms") else np.ones(len(table.table), bool)
     waveforms = _recorded_waveforms(table, n_samples)
     valid = np.asarray(valid, bool)
-    model = NoiseModel.fit(waveforms[valid], n_samples=n_samples, seed=ctx.seed(),
+    # the library as reference: shifts are measured against where library
+    # returns really start, not against a flat surface's leading edge
+    reference = np.asarray(library.waveforms[: min(len(library), 2000)], dtype=np.float32)
+    model = NoiseModel.fit(waveforms[valid], n_samples=n_samples, seed=ctx.seed(), reference=reference,
                            max_vectors=ctx.section("noise_model")["max_vectors"])
     model.save(ctx.path(NOISE))
     return StageCounts("noise-model", found=len(valid), done=int(valid.sum()), skipped=int((~valid).sum()))
