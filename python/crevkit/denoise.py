@@ -75,7 +75,7 @@ import torch
 from torch import nn
 from torch.utils.data import IterableDataset
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, atomic_write_bytes
 from ._progress import StageCounts, progress as progress_bar
 from ._validation import as_float32_array, check_int, check_positive, resolve_threads
 from .errors import CrevkitTypeError, CrevkitValueError, IndexIntegrityError, InputFileError
@@ -816,11 +816,7 @@ class Denoiser:
             prev = path.with_name(path.name + ".prev")
             with atomic_path(prev) as tmp:
                 shutil.copyfile(path, tmp)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
+        atomic_write_bytes(path, buf.getvalue())  # fsync'd, size-checked
         return path
 
     @classmethod

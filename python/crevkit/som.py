@@ -77,7 +77,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_write_bytes
 from ._validation import check_int, check_positive, resolve_threads
 from .errors import CrevkitTypeError, CrevkitValueError, IndexIntegrityError, InputFileError
 
@@ -646,11 +646,7 @@ class SelfOrganizingMap:
         buf = io.BytesIO()
         np.savez(buf, codebook=self.codebook_, mean=self.mean_,
                  metadata=np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
+        atomic_write_bytes(path, buf.getvalue())  # fsync'd, size-checked
         return path
 
     @classmethod
