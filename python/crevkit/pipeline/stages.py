@@ -148,10 +148,13 @@ def _recorded_waveforms(table, n_samples: int) -> np.ndarray:
     out[:, :m] = wf[:, :m]
     if n_samples > m:
         out[:, m:] = np.nan
-    fill = np.nanmedian(np.where(np.isfinite(out), out, np.nan), axis=1) if out.size else np.zeros(0)
     bad = ~np.isfinite(out)
+    fill = np.zeros(out.shape[0], np.float32)
+    some = ~bad.all(axis=1)  # missing shots (all NaN) stay NaN rows and are skipped later
+    fill[some] = np.nanmedian(np.where(bad[some], np.nan, out[some]), axis=1)
+    fill[~some] = np.nan
     if bad.any():
-        out[bad] = np.broadcast_to(np.nan_to_num(fill)[:, None], out.shape)[bad]
+        out[bad] = np.broadcast_to(fill[:, None], out.shape)[bad]
     return out
 
 
@@ -198,15 +201,19 @@ def denoise_stage(ctx: Context) -> StageCounts:
     table = _shot_table(ctx)
     n_samples = int(_library(ctx).metadata["n_samples"])
     raw = _recorded_waveforms(table, n_samples)
-    if ctx.section("denoiser")["enabled"]:
-        clean = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(raw)
-    else:
-        clean = classical_denoise(raw)
+    present = np.isfinite(raw).all(axis=1)  # missing shots stay NaN rows
+    clean = np.full(raw.shape, np.nan, np.float32)
+    if present.any():
+        if ctx.section("denoiser")["enabled"]:
+            clean[present] = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(raw[present])
+        else:
+            clean[present] = classical_denoise(raw[present])
     with atomic_path(ctx.path(DENOISED), suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to the name
             np.save(fh, clean.astype(np.float32))
     ok = np.isfinite(clean).all(axis=1)
-    return StageCounts("denoise", found=len(raw), done=int(ok.sum()), failed=int((~ok).sum()))
+    return StageCounts("denoise", found=len(raw), done=int(ok.sum()), skipped=int((~present).sum()),
+                       failed=int((present & ~ok).sum()))
 
 
 def match_stage(ctx: Context) -> StageCounts:
