@@ -47,13 +47,17 @@ demo: build
 bench: build
 	$(PYTHON) -m crevkit bench --output bench/RESULTS.md
 
-# A plain and an editable install into a throwaway venv (what a user does).
+# A plain and an editable install into a throwaway venv (what a user does),
+# checked from outside the source tree with PYTHONPATH unset.
 install-check: deps
 	rm -rf build/venv-check && $(PYTHON) -m venv --system-site-packages build/venv-check
-	build/venv-check/bin/pip install -q --no-build-isolation . && \
-		cd /tmp && $(CURDIR)/build/venv-check/bin/python -c "import crevkit, sys; print(crevkit.__file__, crevkit._core._has_openmp)"
-	build/venv-check/bin/pip install -q --no-build-isolation -e . && \
-		cd /tmp && $(CURDIR)/build/venv-check/bin/crevkit --help > /dev/null && echo "install-check ok"
+	build/venv-check/bin/pip install -q --no-build-isolation .
+	cd /tmp && env -u PYTHONPATH $(CURDIR)/build/venv-check/bin/python -c \
+		"import crevkit, crevkit._core as c; assert 'site-packages' in crevkit.__file__, crevkit.__file__; print('pip install . ok:', crevkit.__file__, 'openmp', c._has_openmp)"
+	build/venv-check/bin/pip install -q --no-build-isolation -e .
+	cd /tmp && env -u PYTHONPATH $(CURDIR)/build/venv-check/bin/python -c \
+		"import crevkit, crevkit._core as c, numpy as np; print('pip install -e . ok:', crevkit.__file__, crevkit.simulate_waveforms(np.zeros((1, 8, 8), np.float32)).shape)"
+	cd /tmp && env -u PYTHONPATH $(CURDIR)/build/venv-check/bin/crevkit --help > /dev/null && echo "install-check ok"
 
 clean:
 	rm -rf build python/crevkit/_core*.so .deps-stamp
