@@ -44,6 +44,7 @@ import numpy as np
 
 from ._atomic import atomic_path, atomic_write_text
 from ._validation import as_float32_array, check_finite_number, check_int, check_positive
+from ._sidecar import read_sidecar
 from .errors import CrevkitTypeError, CrevkitValueError, InputFileError
 
 __all__ = ["ClusterResult", "cluster_som", "plot_reachability"]
@@ -170,15 +171,8 @@ class ClusterResult:
         import pandas as pd
 
         d = Path(in_dir)
-        marker = d / "clusters.json"
-        if not marker.exists():
-            raise InputFileError(f"{d}: no complete cluster result (clusters.json missing)")
-        try:
-            meta = json.loads(marker.read_text())
-        except ValueError as exc:
-            raise InputFileError(f"{marker}: not valid JSON: {exc}") from None
-        if meta.get("format") != _FORMAT:
-            raise InputFileError(f"{marker}: unknown format {meta.get('format')!r}")
+        meta = read_sidecar(d / "clusters.json", fmt=_FORMAT, what="cluster result",
+                            missing="no complete cluster result (clusters.json missing)")
         rows, cols = (int(v) for v in meta["shape"])
         try:
             nodes = pd.read_parquet(d / "nodes.parquet")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_int
+from ._sidecar import read_sidecar
 from .errors import CrevkitValueError, IndexIntegrityError, InputFileError
 
 __all__ = ["build_library", "open_library", "Library"]
@@ -180,15 +181,8 @@ def open_library(path: str | os.PathLike, *, verify: bool = False) -> Library:
     from .index import library_hash
 
     path = Path(path)
-    meta_path = path / "library.json"
-    if not meta_path.exists():
-        raise InputFileError(f"{path}: not a complete waveform library (no library.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise InputFileError(f"{meta_path}: unreadable ({exc})") from None
-    if meta.get("format") != _FORMAT:
-        raise InputFileError(f"{meta_path}: not a crevkit waveform library")
+    meta = read_sidecar(path / "library.json", fmt=_FORMAT, what="waveform library",
+                        missing="not a complete waveform library (no library.json)")
     try:
         waves = zarr.open_array(str(path / "waveforms.zarr"), mode="r")
     except Exception as exc:  # zarr raises several unrelated types

@@ -48,6 +48,7 @@ import numpy as np
 
 from ._atomic import atomic_dir
 from ._validation import check_int, check_positive
+from ._sidecar import read_sidecar
 from .errors import CrevkitTypeError, CrevkitValueError, IndexIntegrityError, InputFileError
 
 __all__ = ["NoiseModel", "NOISE_MODEL_VERSION", "noise_report", "estimate_background", "leading_edges"]
@@ -513,17 +514,11 @@ class NoiseModel:
         """
         path = Path(path)
         jpath, npath = path / "noise.json", path / "noise.npz"
-        if not jpath.is_file() or not npath.is_file():
-            raise InputFileError(f"{path}: not a noise model (noise.json and noise.npz are needed)")
-        try:
-            doc = json.loads(jpath.read_text())
-        except ValueError as exc:
-            raise InputFileError(f"{jpath}: unreadable JSON ({exc})") from None
-        if doc.get("format") != "crevkit-noise-model":
-            raise InputFileError(f"{jpath}: not a crevkit noise model")
-        if int(doc.get("version", 0)) > NOISE_MODEL_VERSION:
-            raise InputFileError(f"{jpath}: noise model version {doc['version']} is newer than this crevkit's "
-                                 f"({NOISE_MODEL_VERSION})")
+        missing = "not a noise model (noise.json and noise.npz are needed)"
+        if not npath.is_file():
+            raise InputFileError(f"{path}: {missing}")
+        doc = read_sidecar(jpath, fmt="crevkit-noise-model", what="noise model", missing=missing,
+                           version_key="version", max_version=NOISE_MODEL_VERSION)
         raw = npath.read_bytes()
         if hashlib.sha256(raw).hexdigest() != doc.get("sha256"):
             raise IndexIntegrityError(f"{npath}: sha256 does not match {jpath} (file changed or truncated)")

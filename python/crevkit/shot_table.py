@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_dir
+from ._sidecar import read_sidecar
 from .errors import CrevkitTypeError, CrevkitValueError, InputFileError
 
 __all__ = ["ShotTable", "REQUIRED_COLUMNS", "FORMAT_VERSION", "empty_table"]
@@ -274,18 +275,9 @@ class ShotTable:
             A missing or inconsistent part (the message names it).
         """
         directory = Path(directory)
-        meta_path = directory / "meta.json"
-        if not meta_path.is_file():
-            raise InputFileError(f"{directory}: not a shot table (meta.json is missing)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise InputFileError(f"{meta_path}: unreadable JSON ({exc})") from None
-        if meta.get("format") != "crevkit-shot-table":
-            raise InputFileError(f"{meta_path}: not a crevkit shot table")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise InputFileError(f"{meta_path}: format version {meta['format_version']} is newer than this crevkit "
-                                 f"({FORMAT_VERSION})")
+        meta = read_sidecar(directory / "meta.json", fmt="crevkit-shot-table", what="shot table",
+                            missing="not a shot table (meta.json is missing)", version_key="format_version",
+                            max_version=FORMAT_VERSION)
         try:
             table = pd.read_parquet(directory / "shots.parquet")
         except Exception as exc:  # pyarrow raises several types

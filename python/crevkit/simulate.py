@@ -282,7 +282,11 @@ def simulate_waveforms(tiles: Any, pixel_size: float = 0.5, instrument: str | In
         ``on_empty="raise"``.
     """
     arr, single = _tiles_argument(tiles)
-    plan = make_plan(arr.shape[1:], pixel_size, instrument, **overrides)
+    return _run_kernel(arr, make_plan(arr.shape[1:], pixel_size, instrument, **overrides), single)
+
+
+def _run_kernel(arr: np.ndarray, plan: SimulationPlan, single: bool = False) -> np.ndarray:
+    """The C++ kernel on a validated float32 (n, ny, nx) batch with a resolved plan."""
     from . import _core
 
     out, status = _core.simulate_waveforms(
@@ -316,9 +320,8 @@ def simulate_stack(source: str | Path, output: str | Path, *, pixel_size: float 
 
     def batches():
         for start in bar:
-            block = np.asarray(stack[start:start + batch_size])
-            yield start, simulate_waveforms(block, pixel_size, plan.instrument, **{
-                k: overrides[k] for k in overrides if k in _OPTION_DEFAULTS})
+            block, _ = _tiles_argument(np.asarray(stack[start:start + batch_size]))
+            yield start, _run_kernel(block, plan)  # one plan for every batch
 
     if output.suffix == ".npy":
         with atomic_path(output, suffix=".npy") as tmp:

@@ -105,10 +105,8 @@ def simulate_stage(ctx: Context) -> StageCounts:
         options["incidence_weighting"] = True
     if cfg["off_nadir_angle"]:
         options["off_nadir_angle"] = cfg["off_nadir_angle"]
-    result = build_library(ctx.path(TILES), ctx.path(LIBRARY), pixel_size=ctx.section("tile")["resolution"],
-                           instrument=ctx.config["instrument"], batch_size=cfg["batch_size"], **options)
-    return result if isinstance(result, StageCounts) else StageCounts("simulate", found=len(_library(ctx)),
-                                                                      done=len(_library(ctx)))
+    return build_library(ctx.path(TILES), ctx.path(LIBRARY), pixel_size=ctx.section("tile")["resolution"],
+                         instrument=ctx.config["instrument"], batch_size=cfg["batch_size"], **options)
 
 
 def index_stage(ctx: Context) -> StageCounts:
