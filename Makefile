@@ -11,7 +11,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # torch first and pinned: a bare "torch" would resolve to a multi-GB CUDA build.
 TORCH_SPEC := torch==2.13.0
 PY_DEPS := numpy scipy click tqdm pyyaml rasterio pyproj h5py "zarr>=2.16" pyarrow pandas \
-	hnswlib scikit-learn matplotlib "dask[distributed]" pytest hypothesis pytest-timeout \
+	hnswlib scikit-learn matplotlib "dask[distributed]" dask-jobqueue pytest hypothesis pytest-timeout \
 	pytest-benchmark threadpoolctl pybind11 scikit-build-core cmake ninja
 
 .PHONY: all deps build test test-all demo bench install-check clean

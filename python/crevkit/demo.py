@@ -87,8 +87,12 @@ def labels_from_truth(store_dir: str | Path, out_csv: str | Path, *, n: int = 30
 
 
 def run_demo(root: str | Path = "demo-run", *, seed: int = 0, small: bool = False,
-             config_overrides: dict[str, Any] | None = None) -> Path:
-    """Prepare and run the demo; returns the report's path."""
+             config_overrides: dict[str, Any] | None = None, scheduler: str | None = None) -> Path:
+    """Prepare and run the demo; returns the report's path.
+
+    ``scheduler`` overrides ``cluster.scheduler`` (a Dask scheduler address
+    runs the batch stages there; the outputs are the same).
+    """
     import yaml
 
     from ._atomic import atomic_write_text
@@ -96,10 +100,10 @@ def run_demo(root: str | Path = "demo-run", *, seed: int = 0, small: bool = Fals
 
     root = Path(root)
     config_path = prepare_demo(root, seed=seed, small=small, config_overrides=config_overrides)
-    run_pipeline(config_path, until="tile")
+    run_pipeline(config_path, until="tile", scheduler=scheduler)
     labels = labels_from_truth(root / "run" / "tiles", root / "inputs" / "labels.csv", seed=seed)
     config = yaml.safe_load(config_path.read_text())
     config["labels"] = str(labels.relative_to(root))
     atomic_write_text(config_path, "# crevkit demo configuration (written by crevkit demo)\n" + yaml.safe_dump(config, sort_keys=False))
-    run_pipeline(config_path)
+    run_pipeline(config_path, scheduler=scheduler)
     return root / "run" / "report" / "index.html"

@@ -622,6 +622,91 @@ def _find_index(source: Any, index: Any, n: int) -> Any:
     return table.reset_index(drop=True)
 
 
+FEATURE_COLUMNS = ("slope_deg", "aspect_deg", "rotation_deg", "rms_error_m", "max_error_m")
+
+
+def feature_keep(tiles: Any, *, keep: int | float | None = None, tolerance: float | None = None,
+                 metric: str = "max", sample: int = 256, seed: int = 0, source_name: str = "tiles",
+                 pixel_size: float = 0.5, iterations: int = 3, orient: bool = True, fill: str = "edge",
+                 n_threads: int | None = None) -> int:
+    """The coefficient count :func:`write_features` keeps for this cube.
+
+    With ``tolerance``, :func:`choose_keep` on ``sample`` normalized tiles drawn
+    with ``seed`` (read from ``tiles``); otherwise :func:`resolve_keep` of ``keep``.
+    """
+    n, ny, nx = (int(v) for v in tiles.shape)
+    m = normalized_size((ny, nx))
+    if tolerance is None:
+        return resolve_keep((m, m), keep)
+    if keep is not None:
+        raise CrevkitValueError("give keep or tolerance, not both")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, min(n, check_int(sample, "sample", minimum=1)), replace=False))
+    block = np.asarray(tiles.oindex[rows] if hasattr(tiles, "oindex") else tiles[rows])
+    block = block[np.isfinite(block).all(axis=(1, 2))]
+    if len(block) == 0:
+        raise CrevkitValueError(f"{source_name}: no finite tile in the sample for the tolerance search")
+    norm_kw = dict(pixel_size=pixel_size, iterations=iterations, orient=orient, fill=fill, n_threads=n_threads)
+    return choose_keep(normalize_tiles(block, **norm_kw).tiles, tolerance, metric=metric, mask=disc_mask(m),
+                       sample=len(block), n_threads=n_threads)
+
+
+def _feature_batch(block: np.ndarray, k: int, mask: np.ndarray, norm_kw: dict) -> dict:
+    """Features and per-tile columns of one float32 batch (non-finite tiles: NaN rows, ok False)."""
+    good = np.isfinite(block).all(axis=(1, 2))
+    out = {"features": np.full((block.shape[0], k), np.nan, dtype=np.float32), "ok": good}
+    for name in FEATURE_COLUMNS:
+        out[name] = np.full(block.shape[0], np.nan)
+    if good.any():
+        res = normalize_tiles(np.ascontiguousarray(block[good]), **norm_kw)
+        threads = norm_kw["n_threads"]
+        coeffs = dct_compress(res.tiles, k, n_threads=threads)
+        rms, mx = reconstruction_errors(res.tiles, coeffs, mask=mask, n_threads=threads)
+        out["features"][good] = coeffs
+        for name, values in zip(FEATURE_COLUMNS, (res.slope, res.aspect, res.rotation, rms, mx)):
+            out[name][good] = values
+    return out
+
+
+def write_feature_part(tiles: Any, start: int, stop: int, path: Any, *, k: int, pixel_size: float = 0.5,
+                       orient: bool = True, fill: str = "edge", iterations: int = 3,
+                       batch_size: int = 256, n_threads: int | None = None) -> dict:
+    """Features of rows ``[start, stop)`` into one ``.npz`` part, atomically (a distributed task).
+
+    Returns ``{"done": .., "failed": ..}``.  :func:`write_features` with
+    ``feature_parts`` assembles the parts in row order.
+    """
+    from ._atomic import atomic_path
+
+    ny, nx = (int(v) for v in tiles.shape[1:])
+    mask = disc_mask(normalized_size((ny, nx)))
+    norm_kw = dict(pixel_size=pixel_size, iterations=iterations, orient=orient, fill=fill,
+                   n_threads=resolve_threads(n_threads))
+    pieces = [_feature_batch(np.asarray(tiles[a:min(stop, a + batch_size)], dtype=np.float32), k, mask, norm_kw)
+              for a in range(start, stop, batch_size)]
+    merged = {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **merged)
+    return {"done": int(merged["ok"].sum()), "failed": int((~merged["ok"]).sum())}
+
+
+def _feature_part_batches(paths: Any, n: int, k: int):
+    """(start, stop, part) from ``.npz`` parts that follow each other and cover ``n`` rows."""
+    start = 0
+    for path in paths:
+        with np.load(path) as z:
+            part = {key: z[key] for key in z.files}
+        rows = part["features"].shape[0]
+        if part["features"].shape[1] != k or start + rows > n:
+            raise CrevkitValueError(f"feature part {path}: shape {part['features'].shape} does not fit rows "
+                                    f"{start}.. of {n} with keep {k}")
+        yield start, start + rows, part
+        start += rows
+    if start != n:
+        raise CrevkitValueError(f"feature parts cover {start} rows, the cube has {n}")
+
+
 def write_features(
     tiles: Any,
     out_dir: Any,
@@ -639,6 +724,7 @@ def write_features(
     index: Any = None,
     n_threads: int | None = None,
     show_progress: bool | None = None,
+    feature_parts: Any = None,
 ) -> Any:
     """Tile store -> feature matrix (Zarr) + per-tile table (Parquet), streamed in batches.
 
@@ -672,6 +758,9 @@ def write_features(
         OpenMP threads for the kernels.
     show_progress : bool, optional
         Force the progress bar on or off (default: when stderr is a terminal).
+    feature_parts : sequence of paths, optional
+        ``.npz`` files written by :func:`write_feature_part` covering the rows in
+        order (distributed tasks): assembled instead of computed; no tile is read.
 
     Returns
     -------
@@ -706,19 +795,16 @@ def write_features(
         block = arr.oindex[rows] if isinstance(rows, np.ndarray) and hasattr(arr, "oindex") else arr[rows]
         return np.asarray(block)
 
-    if tolerance is not None:
-        if keep is not None:
-            raise CrevkitValueError("give keep or tolerance, not both")
-        rng = np.random.default_rng(seed)
-        rows = np.sort(rng.choice(n, min(n, check_int(sample, "sample", minimum=1)), replace=False))
-        block = read(rows)
-        block = block[np.isfinite(block).all(axis=(1, 2))]
-        if len(block) == 0:
-            raise CrevkitValueError(f"{source_name}: no finite tile in the sample for the tolerance search")
-        k = choose_keep(normalize_tiles(block, **norm_kw).tiles, tolerance, metric=metric, mask=mask,
-                        sample=len(block), n_threads=threads)
-    else:
-        k = resolve_keep((m, m), keep)
+    k = feature_keep(arr, keep=keep, tolerance=tolerance, metric=metric, sample=sample, seed=seed,
+                     source_name=source_name, **norm_kw)
+
+    def batches():
+        if feature_parts is not None:
+            yield from _feature_part_batches(feature_parts, n, k)
+            return
+        for start in range(0, n, bs):
+            stop = min(n, start + bs)
+            yield start, stop, _feature_batch(np.asarray(read(slice(start, stop)), dtype=np.float32), k, mask, norm_kw)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -734,26 +820,14 @@ def write_features(
             "order": "zig-zag: (u, v) sorted by (u + v, u), u = row; crevkit.features.dct_order",
             "error_region": "disc (crevkit.features.disc_mask)",
         })
-        starts = range(0, n, bs)
-        for start in progress(starts, desc="features", total=len(starts), unit="batch", disable=(
+        total = len(feature_parts) if feature_parts is not None else -(-n // bs)
+        for start, stop, part in progress(batches(), desc="features", total=total, unit="batch", disable=(
                 None if show_progress is None else not show_progress)):
-            stop = min(n, start + bs)
-            block = np.asarray(read(slice(start, stop)), dtype=np.float32)
-            good = np.isfinite(block).all(axis=(1, 2))
-            feats = np.full((stop - start, k), np.nan, dtype=np.float32)
-            if good.any():
-                sel = np.ascontiguousarray(block[good])
-                res = normalize_tiles(sel, **norm_kw)
-                coeffs = dct_compress(res.tiles, k, n_threads=threads)
-                rms, mx = reconstruction_errors(res.tiles, coeffs, mask=mask, n_threads=threads)
-                feats[good] = coeffs
-                rows = np.arange(start, stop)[good]
-                cols["slope_deg"][rows] = res.slope
-                cols["aspect_deg"][rows] = res.aspect
-                cols["rotation_deg"][rows] = res.rotation
-                cols["rms_error_m"][rows] = rms
-                cols["max_error_m"][rows] = mx
-                ok[rows] = True
+            good = part["ok"]
+            feats = part["features"]
+            for name in cols:
+                cols[name][start:stop] = part[name]
+            ok[start:stop] = good
             zout[start:stop] = feats
             counts.done += int(good.sum())
             counts.failed += int((~good).sum())

@@ -426,7 +426,7 @@ class WaveformIndex:
     def build(cls, library: Any, *, tile_ids: Sequence[Any] | None = None, transform: str = "sqrt",
               alignment: str = "centroid", align_target: float | None = None, align_threshold: float = 0.1,
               interpolation: str = "fft", noise_floor: float = 0.0, pca_components: int | None = 64, M: int = 16,
-              ef_construction: int = 200, ef_search: int = 48, rerank: int = 48, dedup: bool = True,
+              ef_construction: int = 200, ef_search: int = 32, rerank: int = 32, dedup: bool = True,
               dedup_tolerance: float = 1e-3, deterministic: bool = False, seed: int = 0,
               n_threads: int | None = None, instrument: Any = "glas", batch_size: int = 16384,
               progress: bool | None = None) -> "WaveformIndex":

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def _open_store(store: Any):
 
 def build_library(store: Any, output: str | os.PathLike, *, pixel_size: float | None = None,
                   instrument: Any = "glas", batch_size: int = 1024, progress: bool | None = None,
-                  **overrides: Any):
+                  waveform_parts: Sequence[str | os.PathLike] | None = None, **overrides: Any):
     """Simulate one waveform per tile of a tile store and write the library.
 
     Parameters
@@ -82,6 +82,11 @@ def build_library(store: Any, output: str | os.PathLike, *, pixel_size: float | 
         Tiles simulated (and held in memory) at a time.
     progress : bool, optional
         Force the progress bar on or off.
+    waveform_parts : sequence of paths, optional
+        ``.npy`` files of already simulated waveforms covering the store's
+        rows in order (written by distributed tasks,
+        :mod:`crevkit.pipeline.distributed_stages`): they are assembled
+        instead of simulating, and no tile is read.
 
     Returns
     -------
@@ -120,22 +125,33 @@ def build_library(store: Any, output: str | os.PathLike, *, pixel_size: float | 
     with atomic_dir(output / "waveforms.zarr") as tmp:
         z = None
         pos = 0
-        for sl, tiles in progress_bar(st.iter_batches(batch_size), desc="library", total=n_batches, unit="batch",
-                                      disable=None if progress is None else not progress):
+        if waveform_parts is None:
+            batches = ((sl, np.asarray(tiles), None) for sl, tiles in st.iter_batches(batch_size))
+        else:
+            if not tile_px:
+                raise CrevkitValueError("waveform_parts needs a store that records its tile_px")
+            n_batches = len(waveform_parts)
+            batches = _part_batches(waveform_parts, index)
+        for sl, tiles, wave in progress_bar(batches, desc="library", total=n_batches, unit="batch",
+                                            disable=None if progress is None else not progress):
             frame = sl if hasattr(sl, "columns") else index.iloc[sl]
-            tiles = np.asarray(tiles)
             if plan is None:
-                tile_px = tile_px or tiles.shape[-1]
-                plan = make_plan(tiles.shape[1:], pixel_size, instrument, **overrides)
+                shape = tiles.shape[1:] if tiles is not None else (tile_px, tile_px)
+                tile_px = tile_px or shape[-1]
+                plan = make_plan(shape, pixel_size, instrument, **overrides)
                 z = zarr.open_array(str(tmp), mode="w", shape=(n, plan.n_samples),
                                     chunks=(min(batch_size, n), plan.n_samples), dtype="float32")
                 h.update(f"crevkit-library:{n}x{plan.n_samples}:float32\n".encode())
-            if len(frame) != tiles.shape[0]:
-                raise CrevkitValueError(f"store batch at row {pos}: {len(frame)} index rows for {tiles.shape[0]} tiles")
-            try:
-                wave = simulate_waveforms(tiles, pixel_size, instrument, **overrides)
-            except CrevkitValueError as exc:
-                raise CrevkitValueError(f"tiles at rows {pos}..{pos + tiles.shape[0] - 1}: {exc}") from None
+            if wave is None:
+                if len(frame) != tiles.shape[0]:
+                    raise CrevkitValueError(f"store batch at row {pos}: {len(frame)} index rows for {tiles.shape[0]} tiles")
+                try:
+                    wave = simulate_waveforms(tiles, pixel_size, instrument, **overrides)
+                except CrevkitValueError as exc:
+                    raise CrevkitValueError(f"tiles at rows {pos}..{pos + tiles.shape[0] - 1}: {exc}") from None
+            elif wave.shape != (len(frame), plan.n_samples):
+                raise CrevkitValueError(f"waveform part at row {pos}: shape {wave.shape}, expected "
+                                        f"({len(frame)}, {plan.n_samples})")
             z[pos:pos + wave.shape[0]] = wave
             h.update(np.ascontiguousarray(wave, dtype=np.float32).tobytes())
             ids.extend(str(t) for t in frame["tile_id"])
@@ -167,6 +183,15 @@ def build_library(store: Any, output: str | os.PathLike, *, pixel_size: float | 
     }
     atomic_write_text(meta_path, json.dumps(meta, indent=2, default=str))
     return counts.report()
+
+
+def _part_batches(parts: Sequence[str | os.PathLike], index: Any):
+    """(index rows, None, waveforms) per part file, rows following each other."""
+    pos = 0
+    for path in parts:
+        wave = np.load(path)
+        yield index.iloc[pos:pos + wave.shape[0]], None, wave
+        pos += wave.shape[0]
 
 
 def open_library(path: str | os.PathLike, *, verify: bool = False) -> Library:

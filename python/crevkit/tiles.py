@@ -668,6 +668,59 @@ def tile_frames(frames: Sequence[str | os.PathLike] | str | os.PathLike, store_d
 
 
 # --------------------------------------------------------------------------- reading
+def merge_tile_stores(parts: Sequence[str | os.PathLike], store_dir: str | os.PathLike, *,
+                      batch_size: int = 128, show_progress: bool | None = None) -> TileCounts:
+    """Append the tiles of per-frame stores to ``store_dir``, in the order given.
+
+    The distributed tile stage (:mod:`crevkit.pipeline.distributed_stages`)
+    tiles each frame into its own small store on a worker; merging them in
+    input order gives the same rows, ids and index as :func:`tile_frames`
+    over the frames in one process (duplicates collapse the same way).
+    Frames the target store has already committed are skipped.
+
+    Returns
+    -------
+    TileCounts
+        found = tiles in the parts, done = tiles appended, skipped = duplicates.
+    """
+    batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=1_000_000)
+    stores = [TileStore(p) for p in parts]
+    counts = TileCounts(stage="tile-merge")
+    if not stores:
+        return counts
+    params = {k: stores[0].meta[k] for k in ("resolution", "tile_size_m", "tile_px", "crs")}
+    writer = _Writer(Path(store_dir), params=params, batch_size=batch_size)
+    written = duplicate = 0
+    try:
+        for part in progress(stores, desc="tile-merge", total=len(stores), unit="frame",
+                             disable=None if show_progress is None else not show_progress):
+            for k in ("resolution", "tile_size_m", "tile_px", "crs"):
+                if part.meta[k] != params[k]:
+                    raise ConfigError(f"{part.path}: made with {k}={part.meta[k]!r}, the first part has {params[k]!r}")
+            frames = {key: info for key, info in part.meta["frames_done"].items()
+                      if key not in writer.meta["frames_done"]}
+            if not frames:
+                continue
+            counts.found += len(part)
+            for sl, arr in part.iter_batches(batch_size):
+                for rec, tile in zip(sl.drop(columns=["row"]).to_dict("records"), arr):
+                    if writer.add(rec, tile):
+                        written += 1
+                    else:
+                        duplicate += 1
+            for key, info in frames.items():
+                writer.frame_finished(key, info)
+            writer.flush()  # a frame's tiles and its "done" mark commit together
+        writer.flush()
+        writer.consolidate()
+    finally:
+        writer.close()
+    counts.done = written
+    counts.skipped = duplicate
+    counts.extra = {"written": written, "duplicate": duplicate}
+    return counts
+
+
 class TileStore:
     """Read access to a tile store written by :func:`tile_frames`.
 

@@ -17,7 +17,7 @@ import time
 __all__ = ["AREAS", "run_all", "machine_header", "median_time"]
 
 # in pipeline order
-AREAS = ["forward", "tiles", "readers", "index", "denoise", "features", "som"]
+AREAS = ["forward", "tiles", "readers", "index", "denoise", "features", "som", "distributed"]
 
 
 def median_time(fn, repeat: int = 5, warmup: int = 1) -> float:

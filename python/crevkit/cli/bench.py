@@ -12,7 +12,7 @@ from . import main
 
 @main.command("bench")
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke run in seconds, not for reporting.")
-@click.option("--only", default=None, help="Comma-separated areas (forward,tiles,index,denoise,features,som).")
+@click.option("--only", default=None, help="Comma-separated areas (forward,tiles,readers,index,denoise,features,som,distributed).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the markdown to this file (atomically), e.g. bench/RESULTS.md.")
 def bench_command(quick: bool, only: str | None, output: Path | None) -> None:

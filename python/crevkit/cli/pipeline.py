@@ -28,15 +28,13 @@ def init_command(config: Path) -> None:
 @click.option("--from", "from_stage", default=None, help="Recompute from this stage on.")
 @click.option("--until", default=None, help="Stop after this stage.")
 @click.option("--force", is_flag=True, help="Recompute every stage.")
-@click.option("--scheduler", default=None, help="Dask scheduler address (overrides cluster.scheduler).")
+@click.option("--scheduler", default=None,
+              help="'local', a Dask scheduler address, 'slurm' or 'pbs' (overrides cluster.scheduler).")
 def run_command(config: Path, from_stage, until, force: bool, scheduler) -> None:
     """Run (or resume) the pipeline described by CONFIG."""
-    from ..errors import ConfigError
     from ..pipeline import run_pipeline
 
-    if scheduler not in (None, "local"):
-        raise ConfigError("--scheduler: distributed execution is not available in this version; use 'local'")
-    results = run_pipeline(config, from_stage=from_stage, until=until, force=force)
+    results = run_pipeline(config, from_stage=from_stage, until=until, force=force, scheduler=scheduler)
     for counts in results:
         click.echo(counts.line())
 
@@ -46,9 +44,10 @@ def run_command(config: Path, from_stage, until, force: bool, scheduler) -> None
               show_default=True, help="Folder for the demo's inputs, config and run directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--small", is_flag=True, help="A tiny scene (a minute or two; what the tests run).")
-def demo_command(root: Path, seed: int, small: bool) -> None:
+@click.option("--scheduler", default=None, help="Run the batch stages on this Dask scheduler (address, slurm, pbs).")
+def demo_command(root: Path, seed: int, small: bool, scheduler) -> None:
     """Synthetic scene, two campaigns, the whole pipeline, and an HTML report."""
     from ..demo import run_demo
 
-    report = run_demo(root, seed=seed, small=small)
+    report = run_demo(root, seed=seed, small=small, scheduler=scheduler)
     click.echo(f"report: {report.resolve()}")

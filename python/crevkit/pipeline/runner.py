@@ -9,14 +9,17 @@ after it, and an interrupted run resumes at the first incomplete stage.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
+from .._atomic import atomic_write_text
 from .._progress import StageCounts
 from ..errors import ConfigError
 from .config import load_config, validate_config
@@ -43,6 +46,7 @@ class Context:
     stage: str
     stage_index: int
     keys: dict[str, str]
+    executor: Any = None  # a DaskExecutor, or None to run every stage in this process
 
     def seed(self, *extra: int) -> int:
         """A seed for this stage derived from the master seed: [seed, stage index, *extra]."""
@@ -73,7 +77,8 @@ def stage_names() -> list[str]:
 
 
 def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, until: str | None = None,
-                 force: bool = False, base_dir: str | Path = ".", stages: list[Stage] | None = None) -> list[StageCounts]:
+                 force: bool = False, base_dir: str | Path = ".", stages: list[Stage] | None = None,
+                 scheduler: str | None = None) -> list[StageCounts]:
     """Run (or resume) the pipeline.
 
     Parameters
@@ -88,6 +93,10 @@ def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, un
         Recompute every stage.
     stages : list of Stage, optional
         The stages to run (default: the pipeline's).
+    scheduler : str, optional
+        Overrides ``cluster.scheduler``: ``local``, a Dask scheduler address,
+        ``slurm`` or ``pbs`` (:mod:`crevkit.pipeline.distributed`).  The
+        outputs do not depend on it.
 
     Returns
     -------
@@ -103,7 +112,7 @@ def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, un
     stop = names.index(until) if until else len(names) - 1
     run = RunDir(cfg["run_dir"])
     results: list[StageCounts] = []
-    with run.lock():
+    with run.lock(), _executor(cfg["cluster"], scheduler) as executor:
         input_hashes = {key: hash_files(cfg[key]) for key in ("dem", "shots", "geolocation")}
         for key in ("labels",):
             input_hashes[key] = hash_files([cfg[key]]) if cfg[key] else None
@@ -133,9 +142,31 @@ def run_pipeline(config: str | Path | dict, *, from_stage: str | None = None, un
             upstream_ran = True
             t0 = time.perf_counter()
             log.info("%s: running", stage.name)
-            counts = stage.fn(Context(cfg, run, stage.name, index, keys))
+            counts = stage.fn(Context(cfg, run, stage.name, index, keys, executor))
             counts.extra["seconds"] = round(time.perf_counter() - t0, 1)
             run.mark_complete(stage.name, key, stage.outputs, counts.as_dict())
             log.info(counts.line())
             results.append(counts)
+        if executor is not None:
+            _record_tasks(run.path / "tasks.json", executor.task_log)
     return results
+
+
+def _record_tasks(path: Path, task_log: list[dict]) -> None:
+    """``run/tasks.json``: per stage, the Dask tasks of its latest run (count, largest, seconds)."""
+    tasks = json.loads(path.read_text()) if path.exists() else {}
+    for entry in task_log:
+        tasks[entry["stage"]] = {k: v for k, v in entry.items() if k != "stage"}
+    atomic_write_text(path, json.dumps(tasks, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _executor(cluster_cfg: dict, scheduler: str | None):
+    from .distributed import make_executor
+
+    executor = make_executor(cluster_cfg, scheduler)
+    try:
+        yield executor
+    finally:
+        if executor is not None:
+            executor.close()

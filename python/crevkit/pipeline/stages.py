@@ -88,9 +88,14 @@ def tile_stage(ctx: Context) -> StageCounts:
     cfg = ctx.section("tile")
     if not ctx.config["dem"]:
         raise ConfigError("config: dem: no DEM files given")
-    counts = tile_frames(ctx.config["dem"], ctx.path(TILES), resolution=cfg["resolution"],
-                         tile_size_m=cfg["tile_size_m"], crs=cfg["crs"], reproject=cfg["reproject"],
-                         batch_size=cfg["batch_size"], seed=ctx.seed())
+    if ctx.executor is not None:
+        from .distributed_stages import tile_distributed
+
+        counts = tile_distributed(ctx, ctx.executor)
+    else:
+        counts = tile_frames(ctx.config["dem"], ctx.path(TILES), resolution=cfg["resolution"],
+                             tile_size_m=cfg["tile_size_m"], crs=cfg["crs"], reproject=cfg["reproject"],
+                             batch_size=cfg["batch_size"], seed=ctx.seed())
     if _tile_store(ctx).__len__() == 0:
         raise ConfigError("tile: the DEM frames gave no tile (all nodata, or smaller than one tile)")
     return counts
@@ -105,6 +110,10 @@ def simulate_stage(ctx: Context) -> StageCounts:
         options["incidence_weighting"] = True
     if cfg["off_nadir_angle"]:
         options["off_nadir_angle"] = cfg["off_nadir_angle"]
+    if ctx.executor is not None:
+        from .distributed_stages import simulate_distributed
+
+        return simulate_distributed(ctx, ctx.executor, options)
     return build_library(ctx.path(TILES), ctx.path(LIBRARY), pixel_size=ctx.section("tile")["resolution"],
                          instrument=ctx.config["instrument"], batch_size=cfg["batch_size"], **options)
 
@@ -140,7 +149,12 @@ def shots_stage(ctx: Context) -> StageCounts:
 def _recorded_waveforms(table, n_samples: int) -> np.ndarray:
     """Shot waveforms cut or padded to the library's length; short records are
     padded with their own background so the denoiser sees no NaN."""
-    wf = np.asarray(table.waveforms, dtype=np.float32)
+    return _recorded_rows(table.waveforms, n_samples)
+
+
+def _recorded_rows(waveforms, n_samples: int) -> np.ndarray:
+    """:func:`_recorded_waveforms` of some rows of a shot table's waveforms (row by row, so any split agrees)."""
+    wf = np.asarray(waveforms, dtype=np.float32)
     out = np.empty((wf.shape[0], n_samples), np.float32)
     m = min(n_samples, wf.shape[1])
     out[:, :m] = wf[:, :m]
@@ -196,8 +210,13 @@ def denoise_stage(ctx: Context) -> StageCounts:
     from .._atomic import atomic_path
     from ..denoise import Denoiser, classical_denoise
 
-    table = _shot_table(ctx)
     n_samples = int(_library(ctx).metadata["n_samples"])
+    if ctx.executor is not None:
+        from .distributed_stages import denoise_distributed
+
+        model = ctx.path(DENOISER) if ctx.section("denoiser")["enabled"] else None
+        return denoise_distributed(ctx, ctx.executor, n_samples, model)
+    table = _shot_table(ctx)
     raw = _recorded_waveforms(table, n_samples)
     present = np.isfinite(raw).all(axis=1)  # missing shots stay NaN rows
     clean = np.full(raw.shape, np.nan, np.float32)
@@ -219,6 +238,10 @@ def match_stage(ctx: Context) -> StageCounts:
     from ..index import WaveformIndex, match_shots
 
     cfg = ctx.section("match")
+    if ctx.executor is not None:
+        from .distributed_stages import match_distributed
+
+        return match_distributed(ctx, ctx.executor)
     index = WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY))
     waveforms = np.load(ctx.path(DENOISED))
     ok = np.isfinite(waveforms).all(axis=1) & (np.nansum(waveforms, axis=1) > 0)
@@ -237,6 +260,10 @@ def features_stage(ctx: Context) -> StageCounts:
     from ..features import write_features
 
     cfg = ctx.section("features")
+    if ctx.executor is not None:
+        from .distributed_stages import features_distributed
+
+        return features_distributed(ctx, ctx.executor)
     keep, tolerance = (None, cfg["tolerance"]) if cfg["tolerance"] is not None else (cfg["keep"], None)
     return write_features(_CommittedTiles(_tile_store(ctx)), ctx.path(FEATURES), pixel_size=ctx.section("tile")["resolution"],
                           keep=keep, tolerance=tolerance, metric="rms", batch_size=cfg["batch_size"],
