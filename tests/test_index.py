@@ -318,6 +318,69 @@ def test_exact_search_matches_numpy(small):
     del rng
 
 
+def _exact_reference(lib, q, k):
+    """k smallest distances ``max(2 - 2 q.v, 0)`` (float64 dot products), ties by row."""
+    d = np.maximum(2.0 - 2.0 * (q.astype(np.float64) @ lib.T.astype(np.float64)), 0.0)
+    order = np.lexsort((np.broadcast_to(np.arange(lib.shape[0]), d.shape), d), axis=1)
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+@pytest.mark.parametrize("n_lib", [50, 3000])  # below and above the lower-bound selection's size limit
+def test_exact_search_blocks_threads_and_ties(small, n_lib):
+    lib = transform_waveforms(small[:n_lib])
+    lib = np.concatenate([lib, lib[:20]])  # exact duplicates: ties broken by the lower row
+    q = transform_waveforms(small[-300:])
+    q[:5] = lib[:5]
+    ref_rows, ref_dist = _exact_reference(lib, q, 30)
+    # float32 dot products differ from float64 by ~1e-7, and by an ulp between BLAS block shapes:
+    # rows must agree wherever the gap to the neighbouring distances is larger than that
+    gap = np.diff(ref_dist[:, :31], axis=1)
+    clear = np.minimum(np.concatenate([np.full((q.shape[0], 1), np.inf), gap[:, :29]], axis=1), gap[:, :30]) > 1e-5
+    first = None
+    for batch_size, threads in ((256, 1), (256, 2), (7, 2), (64, 3)):
+        rows, dist = exact_search(lib, q, 30, batch_size=batch_size, n_threads=threads)
+        assert rows.dtype == np.int64 and dist.dtype == np.float32 and rows.shape == (300, 30)
+        np.testing.assert_allclose(dist, ref_dist[:, :30], atol=2e-6)
+        assert (np.diff(dist, axis=1) >= 0).all()
+        np.testing.assert_array_equal(rows[clear], ref_rows[:, :30][clear])
+        assert (rows[:5, :2] == np.stack([np.arange(5), n_lib + np.arange(5)], axis=1)).all()
+        tie = dist[:, 1:] == dist[:, :-1]
+        assert (rows[:, 1:][tie] > rows[:, :-1][tie]).all()  # equal distances ordered by row
+        if first is None:
+            first = rows, dist
+        elif batch_size == 256:  # threads split the blocks, not the arithmetic: bit-identical
+            np.testing.assert_array_equal(rows, first[0])
+            np.testing.assert_array_equal(dist, first[1])
+    rows, dist = exact_search(lib[:10], q[:3], 30)  # k capped at the library size
+    assert rows.shape == (3, 10) and (np.sort(rows, axis=1) == np.arange(10)).all()
+
+
+def test_fft_shift_matches_a_float64_reference():
+    rng = np.random.default_rng(4)
+    t = np.arange(544)
+    w = np.stack([np.exp(-0.5 * ((t - c) / 4.0) ** 2) for c in rng.uniform(150, 350, 50)]).astype(np.float32)
+    s = rng.uniform(-60, 60, 50)
+    got = shift_waveforms(w, s, "fft")
+    from scipy.fft import next_fast_len
+
+    pad = next_fast_len(544 + int(np.ceil(np.abs(s).max())) + 32, real=True)  # the same grid as the shift
+    spec = np.fft.rfft(w.astype(np.float64), n=pad, axis=1)
+    spec *= np.exp(-2j * np.pi / pad * np.outer(s, np.arange(spec.shape[1])))
+    want = np.fft.irfft(spec, n=pad, axis=1)[:, :544]
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_query_independent_of_threads_and_batching(index, library):
+    q = library[2][:300]
+    r1, d1 = index.query(q, k=30, n_threads=1)
+    r2, d2 = index.query(q, k=30, n_threads=2)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(d1, d2)
+    r3, d3 = index.query(q[:7], k=30, n_threads=2)
+    np.testing.assert_array_equal(r1[:7], r3)
+    np.testing.assert_array_equal(d1[:7], d3)
+
+
 def test_cli_index_and_match(small, tmp_path):
     try:
         from click.testing import CliRunner

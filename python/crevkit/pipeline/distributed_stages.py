@@ -17,6 +17,8 @@ Task sizes and memory (peak per task, 200 x 200 float32 tiles, 544 samples):
 - denoise / match: ``cluster.shots_per_task`` shots: 8,192 x 544 x 4 B =
   18 MB in and out; the worker also holds the denoiser (0.4 MB) or the
   index (its graph and library, loaded once per worker process and kept).
+- probability: the same shots' match rows, memory-mapped from
+  ``matches.npz`` (8,192 x 30 x 12 B = 3 MB), and the tile labels.
 
 The client holds one part at a time while assembling, never the tile cube or
 all shot waveforms.  No batch task draws random numbers; a task that needs
@@ -35,7 +37,7 @@ import numpy as np
 from .._progress import StageCounts
 
 __all__ = ["tile_distributed", "simulate_distributed", "features_distributed", "denoise_distributed",
-           "match_distributed"]
+           "match_distributed", "probability_distributed"]
 
 log = logging.getLogger("crevkit.pipeline")
 
@@ -322,3 +324,50 @@ def match_distributed(ctx, executor) -> StageCounts:
     remove_parts(parts)
     done = int((rows[:, 0] >= 0).sum())
     return StageCounts("match", found=n, done=done, skipped=n - done)
+
+
+# ------------------------------------------------------------------ probability
+
+def probability_task(matches: str, labels: str, start: int, stop: int, part: str, weighting: str,
+                     n: int = 0) -> dict:
+    """Probability columns of shots ``[start, stop)`` into ``part`` (.npz); match rows are memory-mapped."""
+    if not os.path.exists(part):
+        import pandas as pd
+
+        from .._atomic import atomic_path
+        from .._stack_io import npz_member
+        from ..probability import shot_probabilities
+
+        rows = np.asarray(npz_member(matches, "rows")[start:stop])
+        dist = np.asarray(npz_member(matches, "distances")[start:stop])
+        tile_labels = pd.read_parquet(labels, columns=["label"])["label"].to_numpy()
+        probs = shot_probabilities(rows, dist, tile_labels, weighting=weighting)
+        with atomic_path(part, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{c: probs[c].to_numpy() for c in probs.columns})
+    return {"done": stop - start}
+
+
+def probability_distributed(ctx, executor):
+    """The :func:`crevkit.probability.shot_probabilities` table of every shot, computed in tasks."""
+    import pandas as pd
+
+    from .._stack_io import npz_member
+    from .distributed import part_dir, remove_parts
+
+    matches = ctx.path("results/matches.npz")
+    n = int(npz_member(matches, "rows").shape[0])
+    ranges = _ranges(n, ctx.section("cluster")["shots_per_task"])
+    parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
+    paths = _part_paths(parts, len(ranges), ".npz")
+    tasks = [dict(matches=str(matches), labels=str(ctx.path("clusters/tile_labels.parquet")), start=a, stop=b,
+                  part=p, weighting=ctx.section("probability")["weighting"], n=b - a)
+             for (a, b), p in zip(ranges, paths)]
+    executor.map(probability_task, tasks, desc="probability")
+    columns: dict[str, list] = {}
+    for path in paths:
+        with np.load(path) as z:
+            for name in z.files:
+                columns.setdefault(name, []).append(z[name])
+    remove_parts(parts)
+    return pd.DataFrame({name: np.concatenate(values) for name, values in columns.items()})

@@ -342,10 +342,15 @@ def probability_stage(ctx: Context) -> StageCounts:
     from ..probability import shot_probabilities
 
     table = _shot_table(ctx).table
-    matches = np.load(ctx.path(MATCHES))
-    labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
-    probs = shot_probabilities(matches["rows"], matches["distances"], labels,
-                               weighting=ctx.section("probability")["weighting"])
+    if ctx.executor is not None:
+        from .distributed_stages import probability_distributed
+
+        probs = probability_distributed(ctx, ctx.executor)
+    else:
+        matches = np.load(ctx.path(MATCHES))
+        labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
+        probs = shot_probabilities(matches["rows"], matches["distances"], labels,
+                                   weighting=ctx.section("probability")["weighting"])
     out = pd.DataFrame({
         "shot_id": table["shot_id"].astype("int64").to_numpy(),
         "time": table["time"].to_numpy(),
