@@ -352,21 +352,21 @@ inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl,
             while (jhi > jlo && !in(jhi - 1)) --jhi;
         }
         const int64_t len = jhi - jlo;
+        const double c00 = pl.c[0], c01 = pl.c[1], R00 = R[0][0], R10 = R[1][0], R01 = R[0][1], R11 = R[1][1];
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd
+#endif
         for (int64_t q = 0; q < len; ++q) {
             const double dj = static_cast<double>(jlo + q) - c0;
-            double u = dj * p, vv = v;
             const double d2 = di * di + dj * dj;
-            if (d2 > r2) {
-                // radial edge extension: sample the rim point on the same ray
-                const double f = std::sqrt(r2 / d2);
-                u *= f;
-                vv *= f;
-            }
+            // radial edge extension: outside the disc, sample the rim point on the same ray
+            const double f = d2 > r2 ? std::sqrt(r2 / d2) : 1.0;
+            const double u = dj * p * f, vv = v * f;
             const double xp = u * ca - vv * sa;
             const double yp = u * sa + vv * ca;
             // in-plane part of the source position: c_xy + R^T (x', y', 0)
-            bx[q] = pl.c[0] + R[0][0] * xp + R[1][0] * yp;
-            by[q] = pl.c[1] + R[0][1] * xp + R[1][1] * yp;
+            bx[q] = c00 + R00 * xp + R10 * yp;
+            by[q] = c01 + R01 * xp + R11 * yp;
         }
         const int64_t padded = (len + 7) / 8 * 8;
         for (int64_t q = len; q < padded; ++q) { bx[q] = pl.c[0]; by[q] = pl.c[1]; }  // in-tile dummies
