@@ -826,19 +826,31 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
     for (int64_t r = 0; r < Uo; ++r)
         for (int64_t i = 0; i < hy_a; ++i)
             cyo[static_cast<size_t>(i * Uo + r)] = cy[static_cast<size_t>((2 * r + 1) * ny + i)];
+    // x basis per parity, rows = kept v of that parity: cxe[r, j] = C_x[2r, j] (j < hx_s),
+    // cxo[r, j] = C_x[2r+1, j] (j < hx_a)
+    const int64_t Ve = (V + 1) / 2, Vo = V / 2;
+    std::vector<double> cxe(static_cast<size_t>(std::max<int64_t>(1, Ve * hx_s)));
+    std::vector<double> cxo(static_cast<size_t>(std::max<int64_t>(1, Vo * hx_s)));
+    for (int64_t r = 0; r < Ve; ++r)
+        for (int64_t j = 0; j < hx_s; ++j) cxe[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>(2 * r * nx + j)];
+    for (int64_t r = 0; r < Vo; ++r)
+        for (int64_t j = 0; j < hx_a; ++j)
+            cxo[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>((2 * r + 1) * nx + j)];
     const int n_threads = clamp_threads(n_threads_req);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        std::vector<double> D, Wm, half, te, to;
+        std::vector<double> De, Do, WE, WO, Wm, TE, TO;
         errors.run([&] {
-            D.assign(static_cast<size_t>(U * V), 0.0);
+            De.assign(static_cast<size_t>(U * std::max<int64_t>(1, Ve)), 0.0);
+            Do.assign(static_cast<size_t>(U * std::max<int64_t>(1, Vo)), 0.0);
+            WE.assign(static_cast<size_t>(U * hx_s), 0.0);
+            WO.assign(static_cast<size_t>(U * hx_s), 0.0);
             Wm.assign(static_cast<size_t>(U * nx), 0.0);  // rows: even u first (Ue), then odd u (Uo)
-            half.assign(static_cast<size_t>(2 * hx_s), 0.0);
-            te.assign(static_cast<size_t>(nx), 0.0);
-            to.assign(static_cast<size_t>(nx), 0.0);
+            TE.assign(static_cast<size_t>(hy_s * nx), 0.0);
+            TO.assign(static_cast<size_t>(std::max<int64_t>(1, hy_a) * nx), 0.0);
         });
 #if CREVKIT_HAS_OPENMP
 #pragma omp for schedule(dynamic, 4)
@@ -847,26 +859,26 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
             if (errors.failed()) continue;
             errors.run([&] {
                 const float* src = coeffs + t * k;
-                std::fill(D.begin(), D.end(), 0.0);
-                for (int64_t q = 0; q < k; ++q) D[static_cast<size_t>(u[q] * V + v[q])] += static_cast<double>(src[q]);
-                // stage 1 (along x): W[u, :] from the even-v and odd-v partial sums
+                std::fill(De.begin(), De.end(), 0.0);
+                std::fill(Do.begin(), Do.end(), 0.0);
+                for (int64_t q = 0; q < k; ++q) {
+                    const int64_t vv = v[q];
+                    if (vv & 1)
+                        Do[static_cast<size_t>(u[q] * Vo + vv / 2)] += static_cast<double>(src[q]);
+                    else
+                        De[static_cast<size_t>(u[q] * Ve + vv / 2)] += static_cast<double>(src[q]);
+                }
+                // stage 1 (along x): even-v and odd-v partial sums over j < nx/2, then
+                // W[u, j] and W[u, nx-1-j] are their sum and difference
+                detail::gemm(U, hx_s, Ve, De.data(), Ve, cxe.data(), hx_s, WE.data(), hx_s);
+                if (Vo > 0)
+                    detail::gemm(U, hx_a, Vo, Do.data(), Vo, cxo.data(), hx_s, WO.data(), hx_s);
+                else
+                    std::fill(WO.begin(), WO.end(), 0.0);
                 for (int64_t uu = 0; uu < U; ++uu) {
                     double* wrow = Wm.data() + ((uu & 1) ? Ue + uu / 2 : uu / 2) * nx;
-                    double* we = half.data();
-                    double* wo = half.data() + hx_s;
-                    std::fill(we, we + 2 * hx_s, 0.0);
-                    const double* drow = D.data() + uu * V;
-                    for (int64_t vv = 0; vv < s.vlim[uu]; ++vv) {
-                        const double d = drow[vv];
-                        if (d == 0.0) continue;
-                        const double* crow = cx.data() + vv * nx;
-                        double* acc = (vv & 1) ? wo : we;
-                        const int64_t len = (vv & 1) ? hx_a : hx_s;
-#if CREVKIT_HAS_OPENMP
-#pragma omp simd
-#endif
-                        for (int64_t j = 0; j < len; ++j) acc[j] += d * crow[j];
-                    }
+                    const double* we = WE.data() + uu * hx_s;
+                    const double* wo = WO.data() + uu * hx_s;
                     for (int64_t j = 0; j < hx_a; ++j) {
                         wrow[j] = we[j] + wo[j];
                         wrow[nx - 1 - j] = we[j] - wo[j];
@@ -874,26 +886,26 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
                     if (nx & 1) wrow[hx_a] = we[hx_a];
                 }
                 // stage 2 (along y): rows i and ny-1-i from the even-u and odd-u sums
+                detail::gemm(hy_s, nx, Ue, cye.data(), Ue, Wm.data(), nx, TE.data(), nx);
+                if (Uo > 0 && hy_a > 0)
+                    detail::gemm(hy_a, nx, Uo, cyo.data(), Uo, Wm.data() + Ue * nx, nx, TO.data(), nx);
+                else
+                    std::fill(TO.begin(), TO.end(), 0.0);
                 float* dst = out + t * tile_size;
-                const double* wev = Wm.data();
-                const double* wod = Wm.data() + Ue * nx;
-                for (int64_t i = 0; i < hy_s; ++i) {
-                    std::fill(te.begin(), te.end(), 0.0);
-                    detail::accumulate_rows(te.data(), nx, cye.data() + i * Ue, Ue, wev, nx);
-                    const bool pair = i < hy_a;
-                    if (pair) {
-                        std::fill(to.begin(), to.end(), 0.0);
-                        if (Uo > 0) detail::accumulate_rows(to.data(), nx, cyo.data() + i * Uo, Uo, wod, nx);
-                        float* r0 = dst + i * nx;
-                        float* r1 = dst + (ny - 1 - i) * nx;
-                        for (int64_t j = 0; j < nx; ++j) {
-                            r0[j] = static_cast<float>(te[j] + to[j]);
-                            r1[j] = static_cast<float>(te[j] - to[j]);
-                        }
-                    } else {
-                        float* r0 = dst + i * nx;
-                        for (int64_t j = 0; j < nx; ++j) r0[j] = static_cast<float>(te[j]);
+                for (int64_t i = 0; i < hy_a; ++i) {
+                    const double* te = TE.data() + i * nx;
+                    const double* to = TO.data() + i * nx;
+                    float* r0 = dst + i * nx;
+                    float* r1 = dst + (ny - 1 - i) * nx;
+                    for (int64_t j = 0; j < nx; ++j) {
+                        r0[j] = static_cast<float>(te[j] + to[j]);
+                        r1[j] = static_cast<float>(te[j] - to[j]);
                     }
+                }
+                if (ny & 1) {
+                    const double* te = TE.data() + hy_a * nx;
+                    float* r0 = dst + hy_a * nx;
+                    for (int64_t j = 0; j < nx; ++j) r0[j] = static_cast<float>(te[j]);
                 }
             });
         }
