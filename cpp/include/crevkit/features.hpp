@@ -45,13 +45,18 @@
 //      < 1e-9) gives theta = 0.  Steps 4-5 are then repeated with the output grid
 //      turned by theta: output node (u, v) samples x' = u cos - v sin,
 //      y' = u sin + v cos, so the dominant gradient lies along +u (columns).
+//      (The step-5 tile used here is computed only where step 6 reads it: the
+//      disc and the filter support of the interior disc; with theta = 0 the
+//      full tile is resampled again.)
 //
 // dct: orthonormal DCT-II, C[k, t] = a_k cos(pi (2t+1) k / (2N)), a_0 = sqrt(1/N),
 // a_k = sqrt(2/N); coefficient (u, v) of a tile T is (C_y T C_x^T)[u, v], equal
 // to scipy.fft.dctn(T, norm="ortho")[u, v].  Only the kept (u, v) are computed:
 //   P = T C_x[:V]^T (ny x V), then D[u, :vlim(u)] = C_y[u] P[:, :vlim(u)]
 // in double, each product halved by the even/odd symmetry of the basis (see
-// dct_compress).  dct_decompress runs the same steps backwards.
+// dct_compress) and run as small dense matrix products (detail::gemm: register-
+// blocked with AVX-512; rows u of one parity four at a time, as many columns
+// as the block keeps).  dct_decompress runs the same steps backwards.
 #pragma once
 
 #include <algorithm>
