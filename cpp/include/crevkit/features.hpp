@@ -259,6 +259,12 @@ inline void fixed_point_row_scalar(const float* tile, const RowGeom& g, const do
 }
 
 #if defined(__AVX512F__)
+// The first (low) / second (high) float of each 64-bit lane, widened to double.
+inline __m512d low_floats(__m512i pairs) {
+    return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(pairs)));
+}
+inline __m512d high_floats(__m512i pairs) { return low_floats(_mm512_srli_epi64(pairs, 32)); }
+
 // Same arithmetic as fixed_point_row_scalar, 8 nodes per vector.  The bilinear
 // corners (z00, z01) and (z10, z11) are adjacent floats, so each pair comes in
 // one 64-bit gather: two gathers per node instead of four (the gathers are
@@ -291,10 +297,8 @@ inline void fixed_point_row_avx512(const float* tile, const RowGeom& g, const do
             const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(i0, stride), j0);
             const __m512i top2 = _mm512_castpd_si512(_mm512_i32gather_pd(idx, base, 4));
             const __m512i bot2 = _mm512_castpd_si512(_mm512_i32gather_pd(_mm256_add_epi32(idx, stride), base, 4));
-            const __m512d z00 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(top2)));
-            const __m512d z01 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(_mm512_srli_epi64(top2, 32))));
-            const __m512d z10 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(bot2)));
-            const __m512d z11 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(_mm512_srli_epi64(bot2, 32))));
+            const __m512d z00 = low_floats(top2), z01 = high_floats(top2);
+            const __m512d z10 = low_floats(bot2), z11 = high_floats(bot2);
             const __m512d top = _mm512_fmadd_pd(tx, _mm512_sub_pd(z01, z00), z00);
             const __m512d bot = _mm512_fmadd_pd(tx, _mm512_sub_pd(z11, z10), z10);
             const __m512d zs = _mm512_fmadd_pd(ty, _mm512_sub_pd(bot, top), top);
@@ -352,7 +356,10 @@ inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl,
             const double half = std::sqrt(rest);
             jlo = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(c0 - half)) - 1);
             jhi = std::min<int64_t>(m, static_cast<int64_t>(std::floor(c0 + half)) + 2);
-            auto in = [&](int64_t j) { const double dj = static_cast<double>(j) - c0; return di * di + dj * dj <= lim2; };
+            auto in = [&](int64_t j) {
+                const double dj = static_cast<double>(j) - c0;
+                return di * di + dj * dj <= lim2;
+            };
             while (jlo < jhi && !in(jlo)) ++jlo;
             while (jhi > jlo && !in(jhi - 1)) --jhi;
         }
@@ -533,8 +540,8 @@ inline void normalize_tiles(const float* tiles, int64_t n_tiles, int64_t ny, int
     ParallelErrors errors;
     // The orientation pass reads only nodes within the filter support of the
     // inner disc (radius m/2 - 1 - kTaps, plus kTaps * sqrt 2) and the disc itself.
-    const double reach = std::max(0.5 * static_cast<double>(m),
-                                  0.5 * static_cast<double>(m) - 1.0 - detail::kTaps + detail::kTaps * std::sqrt(2.0)) + 1e-6;
+    const double half_m = 0.5 * static_cast<double>(m);
+    const double reach = std::max(half_m, half_m - 1.0 - detail::kTaps + detail::kTaps * std::sqrt(2.0)) + 1e-6;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
@@ -837,7 +844,8 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
     std::vector<double> cxe(static_cast<size_t>(std::max<int64_t>(1, Ve * hx_s)));
     std::vector<double> cxo(static_cast<size_t>(std::max<int64_t>(1, Vo * hx_s)));
     for (int64_t r = 0; r < Ve; ++r)
-        for (int64_t j = 0; j < hx_s; ++j) cxe[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>(2 * r * nx + j)];
+        for (int64_t j = 0; j < hx_s; ++j)
+            cxe[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>(2 * r * nx + j)];
     for (int64_t r = 0; r < Vo; ++r)
         for (int64_t j = 0; j < hx_a; ++j)
             cxo[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>((2 * r + 1) * nx + j)];
