@@ -1,4 +1,4 @@
-"""Synthetic DEM surfaces for the feature tests (the scene generator is not available yet).
+"""Synthetic DEM surfaces for the feature tests (exact under rotation and tilt; whole scenes: crevkit.scenes).
 
 Surfaces are functions ``f(x, y) -> z`` (metres; x east, y north) so that a
 tile can be sampled exactly at any position, turned about the vertical, or

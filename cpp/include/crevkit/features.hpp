@@ -45,13 +45,18 @@
 //      < 1e-9) gives theta = 0.  Steps 4-5 are then repeated with the output grid
 //      turned by theta: output node (u, v) samples x' = u cos - v sin,
 //      y' = u sin + v cos, so the dominant gradient lies along +u (columns).
+//      (The step-5 tile used here is computed only where step 6 reads it: the
+//      disc and the filter support of the interior disc; with theta = 0 the
+//      full tile is resampled again.)
 //
 // dct: orthonormal DCT-II, C[k, t] = a_k cos(pi (2t+1) k / (2N)), a_0 = sqrt(1/N),
 // a_k = sqrt(2/N); coefficient (u, v) of a tile T is (C_y T C_x^T)[u, v], equal
 // to scipy.fft.dctn(T, norm="ortho")[u, v].  Only the kept (u, v) are computed:
 //   P = T C_x[:V]^T (ny x V), then D[u, :vlim(u)] = C_y[u] P[:, :vlim(u)]
 // in double, each product halved by the even/odd symmetry of the basis (see
-// dct_compress).  dct_decompress runs the same steps backwards.
+// dct_compress) and run as small dense matrix products (detail::gemm: register-
+// blocked with AVX-512; rows u of one parity four at a time, as many columns
+// as the block keeps).  dct_decompress runs the same steps backwards.
 #pragma once
 
 #include <algorithm>
@@ -62,6 +67,18 @@
 #include <vector>
 
 #include "crevkit/parallel.hpp"
+
+#if defined(__AVX512F__)
+// GCC 12 reports its own intrinsics' `__Y = __Y` placeholders as maybe-uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
+#endif
 
 namespace crevkit::features {
 
@@ -147,6 +164,10 @@ inline Plane fit_plane(const float* tile, int64_t ny, int64_t nx, double p) {
         if (hi <= lo) continue;
         const float* row = tile + i * nx;
         double rz = 0.0;
+        // simd reduction: a plain serial double sum is one long add-latency chain
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd reduction(+ : rz)
+#endif
         for (int64_t j = lo; j < hi; ++j) rz += static_cast<double>(row[j]);
         const int64_t n = hi - lo;
         const double di = static_cast<double>(i) - ci;
@@ -200,74 +221,175 @@ inline Plane fit_plane(const float* tile, int64_t ny, int64_t nx, double p) {
     return pl;
 }
 
-// Steps 4-5: resample the flattened surface onto the m x m output grid turned by
-// `angle` (radians).  Nodes outside the output disc: rim value on the same ray
-// (edge_fill) or 0.  Row by row, branch-free inner loops (SIMD gathers).
-inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl, const NormalizeOptions& o,
-                     double angle, float* out) {
-    const int64_t m = o.out_size;
-    const double p = o.pixel_size, inv_p = 1.0 / p;
-    const double ci = 0.5 * static_cast<double>(ny - 1), cj = 0.5 * static_cast<double>(nx - 1);
-    const double c0 = 0.5 * static_cast<double>(m - 1);
-    const double r2 = 0.25 * static_cast<double>(m) * static_cast<double>(m);
-    const double ca = std::cos(angle), sa = std::sin(angle);
-    const double(&R)[3][3] = pl.R;
-    const double colmax = static_cast<double>(nx - 1), rowmax = static_cast<double>(ny - 1);
-    const int32_t jlast = static_cast<int32_t>(nx - 2), ilast = static_cast<int32_t>(ny - 2);
-    const int32_t stride = static_cast<int32_t>(nx);
-    std::vector<double> bx(static_cast<size_t>(m)), by(static_cast<size_t>(m)), zp(static_cast<size_t>(m));
-    std::vector<unsigned char> keep(static_cast<size_t>(m));
-    for (int64_t i = 0; i < m; ++i) {
-        const double di = static_cast<double>(i) - c0;
-        const double v = -di * p;
-        for (int64_t j = 0; j < m; ++j) {
-            const double dj = static_cast<double>(j) - c0;
-            double u = dj * p, w = v;
-            const double d2 = di * di + dj * dj;
-            keep[j] = 1;
-            if (d2 > r2) {
-                if (!o.edge_fill) keep[j] = 0;
-                // radial edge extension: sample the rim point on the same ray
-                const double f = std::sqrt(r2 / d2);
-                u *= f;
-                w *= f;
-            }
-            const double xp = u * ca - w * sa;
-            const double yp = u * sa + w * ca;
-            // in-plane part of the source position: c_xy + R^T (x', y', 0)
-            bx[j] = pl.c[0] + R[0][0] * xp + R[1][0] * yp;
-            by[j] = pl.c[1] + R[0][1] * xp + R[1][1] * yp;
-            zp[j] = 0.0;
-        }
-        double* zpp = zp.data();
-        const double* bxp = bx.data();
-        const double* byp = by.data();
-        for (int it = 0; it < o.iterations; ++it) {
+// One row of fixed-point steps (step 4) for `len` nodes with in-plane source
+// offsets bx, by (arrays padded to a multiple of 8 with in-tile positions):
+// zp[q] <- z' of node q after `iterations` steps, starting from z' = 0.
+struct RowGeom {
+    double R20, R21, R22, c0, c1, c2, inv_p, ci, cj, colmax, rowmax;
+    int32_t jlast, ilast, stride;
+};
+
+inline void fixed_point_row_scalar(const float* tile, const RowGeom& g, const double* bxp, const double* byp,
+                                   double* zpp, int64_t len, int iterations) {
+    for (int64_t q = 0; q < len; ++q) zpp[q] = 0.0;
+    for (int it = 0; it < iterations; ++it) {
 #if CREVKIT_HAS_OPENMP
 #pragma omp simd
 #endif
-            for (int64_t j = 0; j < m; ++j) {
-                const double sx = bxp[j] + R[2][0] * zpp[j];
-                const double sy = byp[j] + R[2][1] * zpp[j];
-                double col = sx * inv_p + cj;
-                double row = ci - sy * inv_p;
-                col = std::min(std::max(col, 0.0), colmax);
-                row = std::min(std::max(row, 0.0), rowmax);
-                const int32_t j0 = std::min(static_cast<int32_t>(col), jlast);
-                const int32_t i0 = std::min(static_cast<int32_t>(row), ilast);
-                const double tx = col - static_cast<double>(j0);
-                const double ty = row - static_cast<double>(i0);
-                const int32_t idx = i0 * stride + j0;
-                const double z00 = tile[idx], z01 = tile[idx + 1];
-                const double z10 = tile[idx + stride], z11 = tile[idx + stride + 1];
-                const double top = z00 + tx * (z01 - z00);
-                const double bot = z10 + tx * (z11 - z10);
-                const double zs = top + ty * (bot - top);
-                zpp[j] = R[2][0] * (sx - pl.c[0]) + R[2][1] * (sy - pl.c[1]) + R[2][2] * (zs - pl.c[2]);
-            }
+        for (int64_t q = 0; q < len; ++q) {
+            const double sx = bxp[q] + g.R20 * zpp[q];
+            const double sy = byp[q] + g.R21 * zpp[q];
+            double col = sx * g.inv_p + g.cj;
+            double row = g.ci - sy * g.inv_p;
+            col = std::min(std::max(col, 0.0), g.colmax);
+            row = std::min(std::max(row, 0.0), g.rowmax);
+            const int32_t j0 = std::min(static_cast<int32_t>(col), g.jlast);
+            const int32_t i0 = std::min(static_cast<int32_t>(row), g.ilast);
+            const double tx = col - static_cast<double>(j0);
+            const double ty = row - static_cast<double>(i0);
+            const int32_t idx = i0 * g.stride + j0;
+            const double z00 = tile[idx], z01 = tile[idx + 1];
+            const double z10 = tile[idx + g.stride], z11 = tile[idx + g.stride + 1];
+            const double top = z00 + tx * (z01 - z00);
+            const double bot = z10 + tx * (z11 - z10);
+            const double zs = top + ty * (bot - top);
+            zpp[q] = g.R20 * (sx - g.c0) + g.R21 * (sy - g.c1) + g.R22 * (zs - g.c2);
         }
+    }
+}
+
+#if defined(__AVX512F__)
+// The first (low) / second (high) float of each 64-bit lane, widened to double.
+inline __m512d low_floats(__m512i pairs) {
+    return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm512_cvtepi64_epi32(pairs)));
+}
+inline __m512d high_floats(__m512i pairs) { return low_floats(_mm512_srli_epi64(pairs, 32)); }
+
+// Same arithmetic as fixed_point_row_scalar, 8 nodes per vector.  The bilinear
+// corners (z00, z01) and (z10, z11) are adjacent floats, so each pair comes in
+// one 64-bit gather: two gathers per node instead of four (the gathers are
+// the cost of this loop).  All eight lanes are in-tile (padding), no masks.
+inline void fixed_point_row_avx512(const float* tile, const RowGeom& g, const double* bxp, const double* byp,
+                                   double* zpp, int64_t len, int iterations) {
+    const __m512d R20 = _mm512_set1_pd(g.R20), R21 = _mm512_set1_pd(g.R21), R22 = _mm512_set1_pd(g.R22);
+    const __m512d c0 = _mm512_set1_pd(g.c0), c1 = _mm512_set1_pd(g.c1), c2 = _mm512_set1_pd(g.c2);
+    const __m512d inv_p = _mm512_set1_pd(g.inv_p), ci = _mm512_set1_pd(g.ci), cj = _mm512_set1_pd(g.cj);
+    const __m512d zero = _mm512_setzero_pd(), colmax = _mm512_set1_pd(g.colmax), rowmax = _mm512_set1_pd(g.rowmax);
+    const __m256i jlast = _mm256_set1_epi32(g.jlast), ilast = _mm256_set1_epi32(g.ilast);
+    const __m256i stride = _mm256_set1_epi32(g.stride);
+    const double* base = reinterpret_cast<const double*>(tile);  // gather 8-byte float pairs (scale 4)
+    // iterations outermost: the vectors of a step are independent, so their
+    // gathers overlap (a step-inner loop would chain three gather latencies)
+    for (int64_t q = 0; q < len; q += 8) _mm512_storeu_pd(zpp + q, zero);
+    for (int it = 0; it < iterations; ++it) {
+        for (int64_t q = 0; q < len; q += 8) {
+            const __m512d zp = _mm512_loadu_pd(zpp + q);
+            const __m512d sx = _mm512_fmadd_pd(R20, zp, _mm512_loadu_pd(bxp + q));
+            const __m512d sy = _mm512_fmadd_pd(R21, zp, _mm512_loadu_pd(byp + q));
+            __m512d col = _mm512_fmadd_pd(sx, inv_p, cj);
+            __m512d row = _mm512_fnmadd_pd(sy, inv_p, ci);
+            col = _mm512_min_pd(_mm512_max_pd(col, zero), colmax);
+            row = _mm512_min_pd(_mm512_max_pd(row, zero), rowmax);
+            const __m256i j0 = _mm256_min_epi32(_mm512_cvttpd_epi32(col), jlast);
+            const __m256i i0 = _mm256_min_epi32(_mm512_cvttpd_epi32(row), ilast);
+            const __m512d tx = _mm512_sub_pd(col, _mm512_cvtepi32_pd(j0));
+            const __m512d ty = _mm512_sub_pd(row, _mm512_cvtepi32_pd(i0));
+            const __m256i idx = _mm256_add_epi32(_mm256_mullo_epi32(i0, stride), j0);
+            const __m512i top2 = _mm512_castpd_si512(_mm512_i32gather_pd(idx, base, 4));
+            const __m512i bot2 = _mm512_castpd_si512(_mm512_i32gather_pd(_mm256_add_epi32(idx, stride), base, 4));
+            const __m512d z00 = low_floats(top2), z01 = high_floats(top2);
+            const __m512d z10 = low_floats(bot2), z11 = high_floats(bot2);
+            const __m512d top = _mm512_fmadd_pd(tx, _mm512_sub_pd(z01, z00), z00);
+            const __m512d bot = _mm512_fmadd_pd(tx, _mm512_sub_pd(z11, z10), z10);
+            const __m512d zs = _mm512_fmadd_pd(ty, _mm512_sub_pd(bot, top), top);
+            _mm512_storeu_pd(zpp + q, _mm512_fmadd_pd(R20, _mm512_sub_pd(sx, c0),
+                                                      _mm512_fmadd_pd(R21, _mm512_sub_pd(sy, c1),
+                                                                      _mm512_mul_pd(R22, _mm512_sub_pd(zs, c2)))));
+        }
+    }
+}
+#endif
+
+// Per-thread work arrays of normalize (reused across tiles: a fresh ~300 kB
+// allocation per tile is returned to the OS and page-faulted back each time).
+struct NormalizeScratch {
+    std::vector<double> bx, by, zp, A, B;
+};
+
+// Steps 4-5: resample the flattened surface onto the m x m output grid turned by
+// `angle` (radians).  Nodes outside the output disc: rim value on the same ray
+// (edge_fill) or 0.  Only nodes within `reach` (in nodes) of the centre are
+// computed, the others set to 0 (the orientation pass needs only the disc and
+// the gradient filters' support).  Row by row, nodes of a row packed, 8 at a time.
+inline void resample(const float* tile, int64_t ny, int64_t nx, const Plane& pl, const NormalizeOptions& o,
+                     double angle, float* out, NormalizeScratch& w, double reach = 1e300) {
+    const int64_t m = o.out_size;
+    const double p = o.pixel_size;
+    const double c0 = 0.5 * static_cast<double>(m - 1);
+    const double r2 = 0.25 * static_cast<double>(m) * static_cast<double>(m);
+    // edge_fill off: nodes outside the disc are 0, no need to compute them
+    const double lim2 = o.edge_fill ? std::min(reach * reach, 1e300) : std::min(reach * reach, r2);
+    const double ca = std::cos(angle), sa = std::sin(angle);
+    const double(&R)[3][3] = pl.R;
+    RowGeom g;
+    g.R20 = R[2][0]; g.R21 = R[2][1]; g.R22 = R[2][2];
+    g.c0 = pl.c[0]; g.c1 = pl.c[1]; g.c2 = pl.c[2];
+    g.inv_p = 1.0 / p;
+    g.ci = 0.5 * static_cast<double>(ny - 1); g.cj = 0.5 * static_cast<double>(nx - 1);
+    g.colmax = static_cast<double>(nx - 1); g.rowmax = static_cast<double>(ny - 1);
+    g.jlast = static_cast<int32_t>(nx - 2); g.ilast = static_cast<int32_t>(ny - 2);
+    g.stride = static_cast<int32_t>(nx);
+    const size_t cap = static_cast<size_t>(m + 8);
+    w.bx.resize(cap); w.by.resize(cap); w.zp.resize(cap);
+    double* bx = w.bx.data();
+    double* by = w.by.data();
+    double* zp = w.zp.data();
+    for (int64_t i = 0; i < m; ++i) {
+        const double di = static_cast<double>(i) - c0;
+        const double v = -di * p;
         float* orow = out + i * m;
-        for (int64_t j = 0; j < m; ++j) orow[j] = keep[j] ? static_cast<float>(zp[j]) : 0.0f;
+        // nodes of this row within lim2: a contiguous run [jlo, jhi)
+        int64_t jlo = 0, jhi = m;
+        if (lim2 < 1e299) {
+            const double rest = lim2 - di * di;
+            if (rest < 0) { std::fill(orow, orow + m, 0.0f); continue; }
+            const double half = std::sqrt(rest);
+            jlo = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(c0 - half)) - 1);
+            jhi = std::min<int64_t>(m, static_cast<int64_t>(std::floor(c0 + half)) + 2);
+            auto in = [&](int64_t j) {
+                const double dj = static_cast<double>(j) - c0;
+                return di * di + dj * dj <= lim2;
+            };
+            while (jlo < jhi && !in(jlo)) ++jlo;
+            while (jhi > jlo && !in(jhi - 1)) --jhi;
+        }
+        const int64_t len = jhi - jlo;
+        const double c00 = pl.c[0], c01 = pl.c[1], R00 = R[0][0], R10 = R[1][0], R01 = R[0][1], R11 = R[1][1];
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd
+#endif
+        for (int64_t q = 0; q < len; ++q) {
+            const double dj = static_cast<double>(jlo + q) - c0;
+            const double d2 = di * di + dj * dj;
+            // radial edge extension: outside the disc, sample the rim point on the same ray
+            const double f = d2 > r2 ? std::sqrt(r2 / d2) : 1.0;
+            const double u = dj * p * f, vv = v * f;
+            const double xp = u * ca - vv * sa;
+            const double yp = u * sa + vv * ca;
+            // in-plane part of the source position: c_xy + R^T (x', y', 0)
+            bx[q] = c00 + R00 * xp + R10 * yp;
+            by[q] = c01 + R01 * xp + R11 * yp;
+        }
+        const int64_t padded = (len + 7) / 8 * 8;
+        for (int64_t q = len; q < padded; ++q) { bx[q] = pl.c[0]; by[q] = pl.c[1]; }  // in-tile dummies
+#if defined(__AVX512F__)
+        fixed_point_row_avx512(tile, g, bx, by, zp, padded, o.iterations);
+#else
+        fixed_point_row_scalar(tile, g, bx, by, zp, len, o.iterations);
+#endif
+        std::fill(orow, orow + jlo, 0.0f);
+        for (int64_t q = 0; q < len; ++q) orow[jlo + q] = static_cast<float>(zp[q]);
+        std::fill(orow + jhi, orow + m, 0.0f);
     }
 }
 
@@ -291,56 +413,75 @@ inline void orientation_filters(double g[2 * kTaps + 1], double w[2 * kTaps + 1]
 // Gradients: separable Gaussian derivatives (sigma 1 px; central differences
 // bias the angle by ~0.5 degree on sharp troughs), on nodes i, j in
 // [3, m-4] within radius m/2 - 4 of the centre (the filter support stays inside the disc).
-inline double orientation_angle(const float* z, int64_t m, double p) {
+inline double orientation_angle(const float* z, int64_t m, double p, NormalizeScratch& ws) {
     const double c0 = 0.5 * static_cast<double>(m - 1);
     const double rin = 0.5 * static_cast<double>(m) - 1.0 - kTaps;
     const double rin2 = rin * rin;
     const double r2 = 0.25 * static_cast<double>(m) * static_cast<double>(m);
     double g[2 * kTaps + 1], w[2 * kTaps + 1];
     orientation_filters(g, w);
-    // A: smoothed along columns (vertical); B: derivative towards north (up the rows)
-    std::vector<double> A(static_cast<size_t>(m * m), 0.0), B(static_cast<size_t>(m * m), 0.0);
+    ws.A.resize(static_cast<size_t>(m));
+    ws.B.resize(static_cast<size_t>(m));
+    double* A = ws.A.data();
+    double* B = ws.B.data();
+    double jxx = 0, jxy = 0, jyy = 0;
+    const double inv_p = 1.0 / p;
+    // Row by row over the inner disc: A (smoothed along columns) and B (derivative
+    // towards north, up the rows) on the row's span +- kTaps, then the gradients.
     for (int64_t i = kTaps; i < m - kTaps; ++i) {
-        for (int64_t j = 0; j < m; ++j) {
+        int64_t lo, hi;
+        mask_span(i, m, c0, c0, rin2, lo, hi);
+        lo = std::max<int64_t>(lo, kTaps);
+        hi = std::min<int64_t>(hi, m - kTaps);
+        if (hi <= lo) continue;
+        for (int64_t j = lo - kTaps; j < hi + kTaps; ++j) {
             double a = 0.0, b = 0.0;
             for (int k = -kTaps; k <= kTaps; ++k) {
                 a += g[k + kTaps] * static_cast<double>(z[(i + k) * m + j]);
                 b += w[k + kTaps] * static_cast<double>(z[(i - k) * m + j]);
             }
-            A[static_cast<size_t>(i * m + j)] = a;
-            B[static_cast<size_t>(i * m + j)] = b;
+            A[j] = a;
+            B[j] = b;
         }
-    }
-    double jxx = 0, jxy = 0, jyy = 0;
-    const double inv_p = 1.0 / p;
-    for (int64_t i = kTaps; i < m - kTaps; ++i) {
-        const double di = static_cast<double>(i) - c0;
-        for (int64_t j = kTaps; j < m - kTaps; ++j) {
-            const double dj = static_cast<double>(j) - c0;
-            if (di * di + dj * dj > rin2) continue;
+        double rxx = 0, rxy = 0, ryy = 0;
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd reduction(+ : rxx, rxy, ryy)
+#endif
+        for (int64_t j = lo; j < hi; ++j) {
             double gu = 0.0, gv = 0.0;
             for (int k = -kTaps; k <= kTaps; ++k) {
-                gu += w[k + kTaps] * A[static_cast<size_t>(i * m + j + k)];
-                gv += g[k + kTaps] * B[static_cast<size_t>(i * m + j + k)];
+                gu += w[k + kTaps] * A[j + k];
+                gv += g[k + kTaps] * B[j + k];
             }
             gu *= inv_p;
             gv *= inv_p;
-            jxx += gu * gu; jxy += gu * gv; jyy += gv * gv;
+            rxx += gu * gu; rxy += gu * gv; ryy += gv * gv;
         }
+        jxx += rxx; jxy += rxy; jyy += ryy;
     }
     const double tr = jxx + jyy;
     const double aniso = std::sqrt((jxx - jyy) * (jxx - jyy) + 4.0 * jxy * jxy);
     if (!(tr > 0.0) || aniso < 1e-9 * tr) return 0.0;
     double theta = 0.5 * std::atan2(2.0 * jxy, jxx - jyy);
     const double ct = std::cos(theta), st = std::sin(theta);
+    // height moment over the disc: per row sum z (dj ct - di st) p
     double mom = 0.0;
     for (int64_t i = 0; i < m; ++i) {
+        int64_t lo, hi;
+        mask_span(i, m, c0, c0, r2, lo, hi);
+        if (hi <= lo) continue;
         const double di = static_cast<double>(i) - c0;
-        for (int64_t j = 0; j < m; ++j) {
-            const double dj = static_cast<double>(j) - c0;
-            if (di * di + dj * dj > r2) continue;
-            mom += static_cast<double>(z[i * m + j]) * (dj * p * ct - di * p * st);
+        const float* row = z + i * m;
+        double sz = 0.0, sjz = 0.0;
+#if CREVKIT_HAS_OPENMP
+#pragma omp simd reduction(+ : sz, sjz)
+#endif
+        for (int64_t j = lo; j < hi; ++j) {
+            const double zz = static_cast<double>(row[j]);
+            sz += zz;
+            sjz += zz * (static_cast<double>(j) - c0);
         }
+        mom += p * (ct * sjz - st * di * sz);
     }
     if (mom < 0.0) theta += kPi;
     return theta;
@@ -397,24 +538,35 @@ inline void normalize_tiles(const float* tiles, int64_t n_tiles, int64_t ny, int
     const int64_t tile_size = ny * nx, m = o.out_size, out_tile = m * m;
     const int n_threads = clamp_threads(o.n_threads);
     ParallelErrors errors;
+    // The orientation pass reads only nodes within the filter support of the
+    // inner disc (radius m/2 - 1 - kTaps, plus kTaps * sqrt 2) and the disc itself.
+    const double half_m = 0.5 * static_cast<double>(m);
+    const double reach = std::max(half_m, half_m - 1.0 - detail::kTaps + detail::kTaps * std::sqrt(2.0)) + 1e-6;
 #if CREVKIT_HAS_OPENMP
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 4)
+#pragma omp parallel num_threads(n_threads)
 #endif
-    for (int64_t t = 0; t < n_tiles; ++t) {
-        if (errors.failed()) continue;
-        errors.run([&] {
-            const float* tile = tiles + t * tile_size;
-            float* dst = out + t * out_tile;
-            const detail::Plane pl = detail::fit_plane(tile, ny, nx, o.pixel_size);
-            detail::resample(tile, ny, nx, pl, o, 0.0, dst);
-            double a = 0.0;
-            if (o.orient) {
-                a = detail::orientation_angle(dst, m, o.pixel_size);
-                if (a != 0.0) detail::resample(tile, ny, nx, pl, o, a, dst);
-            }
-            for (int k = 0; k < 3; ++k) normal[t * 3 + k] = pl.n[k];
-            angle[t] = a;
-        });
+    {
+        detail::NormalizeScratch ws;
+#if CREVKIT_HAS_OPENMP
+#pragma omp for schedule(dynamic, 4)
+#endif
+        for (int64_t t = 0; t < n_tiles; ++t) {
+            if (errors.failed()) continue;
+            errors.run([&] {
+                const float* tile = tiles + t * tile_size;
+                float* dst = out + t * out_tile;
+                const detail::Plane pl = detail::fit_plane(tile, ny, nx, o.pixel_size);
+                double a = 0.0;
+                if (o.orient) {
+                    detail::resample(tile, ny, nx, pl, o, 0.0, dst, ws, reach);
+                    a = detail::orientation_angle(dst, m, o.pixel_size, ws);
+                }
+                // angle 0 when not orienting or for an isotropic tile: the full tile at angle 0
+                detail::resample(tile, ny, nx, pl, o, a, dst, ws);
+                for (int k = 0; k < 3; ++k) normal[t * 3 + k] = pl.n[k];
+                angle[t] = a;
+            });
+        }
     }
     errors.rethrow();
 }
@@ -461,32 +613,103 @@ inline void accumulate_rows(double* y, int64_t len, const double* coef, int64_t 
     }
 }
 
-// Two outputs sharing the B rows: y0 += sum_t c0[t] B[t], y1 += sum_t c1[t] B[t]
-// (each loaded B vector feeds two FMAs).
-inline void accumulate_rows2(double* y0, double* y1, int64_t len, const double* c0, const double* c1, int64_t nt,
-                             const double* B, int64_t ld) {
-    int64_t t = 0;
-    for (; t + 2 <= nt; t += 2) {
-        const double a0 = c0[t], a1 = c0[t + 1], b0 = c1[t], b1 = c1[t + 1];
-        const double* r0 = B + t * ld;
-        const double* r1 = r0 + ld;
-#if CREVKIT_HAS_OPENMP
-#pragma omp simd
+// C (M x N, row stride ldc) = A (M x K, row stride lda) B (K x N, row stride ldb), double.
+// The two products of the truncated DCT.  With AVX-512: a register-blocked
+// kernel, 4 rows x up to 24 columns of C in 12 accumulators per pass over K
+// (each loaded B vector feeds four FMAs, C is written once); the portable
+// version streams rows of B into C rows (accumulate_rows).
+#if defined(__AVX512F__)
+// Named accumulators, not an array: GCC 12 writes an array of vectors back to
+// the stack on every step of the K loop.
+template <int MR, int NV>
+inline void gemm_block(const double* A, int64_t lda, const double* B, int64_t ldb, int64_t K, double* C, int64_t ldc,
+                       __mmask8 last) {
+    __m512d c00 = _mm512_setzero_pd(), c01 = _mm512_setzero_pd(), c02 = _mm512_setzero_pd();
+    __m512d c10 = _mm512_setzero_pd(), c11 = _mm512_setzero_pd(), c12 = _mm512_setzero_pd();
+    __m512d c20 = _mm512_setzero_pd(), c21 = _mm512_setzero_pd(), c22 = _mm512_setzero_pd();
+    __m512d c30 = _mm512_setzero_pd(), c31 = _mm512_setzero_pd(), c32 = _mm512_setzero_pd();
+    const double* a0 = A;
+    const double* a1 = A + (MR > 1 ? lda : 0);
+    const double* a2 = A + (MR > 2 ? 2 * lda : 0);
+    const double* a3 = A + (MR > 3 ? 3 * lda : 0);
+    for (int64_t k = 0; k < K; ++k) {
+        const double* brow = B + k * ldb;
+        const __m512d b0 = NV == 1 ? _mm512_maskz_loadu_pd(last, brow) : _mm512_loadu_pd(brow);
+        const __m512d b1 = NV == 2 ? _mm512_maskz_loadu_pd(last, brow + 8) : NV > 2 ? _mm512_loadu_pd(brow + 8) : b0;
+        const __m512d b2 = NV == 3 ? _mm512_maskz_loadu_pd(last, brow + 16) : b0;
+        {
+            const __m512d x = _mm512_set1_pd(a0[k]);
+            c00 = _mm512_fmadd_pd(x, b0, c00);
+            if constexpr (NV > 1) c01 = _mm512_fmadd_pd(x, b1, c01);
+            if constexpr (NV > 2) c02 = _mm512_fmadd_pd(x, b2, c02);
+        }
+        if constexpr (MR > 1) {
+            const __m512d x = _mm512_set1_pd(a1[k]);
+            c10 = _mm512_fmadd_pd(x, b0, c10);
+            if constexpr (NV > 1) c11 = _mm512_fmadd_pd(x, b1, c11);
+            if constexpr (NV > 2) c12 = _mm512_fmadd_pd(x, b2, c12);
+        }
+        if constexpr (MR > 2) {
+            const __m512d x = _mm512_set1_pd(a2[k]);
+            c20 = _mm512_fmadd_pd(x, b0, c20);
+            if constexpr (NV > 1) c21 = _mm512_fmadd_pd(x, b1, c21);
+            if constexpr (NV > 2) c22 = _mm512_fmadd_pd(x, b2, c22);
+        }
+        if constexpr (MR > 3) {
+            const __m512d x = _mm512_set1_pd(a3[k]);
+            c30 = _mm512_fmadd_pd(x, b0, c30);
+            if constexpr (NV > 1) c31 = _mm512_fmadd_pd(x, b1, c31);
+            if constexpr (NV > 2) c32 = _mm512_fmadd_pd(x, b2, c32);
+        }
+    }
+    auto put = [&](double* c, __m512d v0, __m512d v1, __m512d v2) {
+        if constexpr (NV == 1) _mm512_mask_storeu_pd(c, last, v0);
+        if constexpr (NV == 2) { _mm512_storeu_pd(c, v0); _mm512_mask_storeu_pd(c + 8, last, v1); }
+        if constexpr (NV == 3) { _mm512_storeu_pd(c, v0); _mm512_storeu_pd(c + 8, v1); _mm512_mask_storeu_pd(c + 16, last, v2); }
+    };
+    put(C, c00, c01, c02);
+    if constexpr (MR > 1) put(C + 1 * ldc, c10, c11, c12);
+    if constexpr (MR > 2) put(C + 2 * ldc, c20, c21, c22);
+    if constexpr (MR > 3) put(C + 3 * ldc, c30, c31, c32);
+}
+
+template <int MR>
+inline void gemm_rows(const double* A, int64_t lda, const double* B, int64_t ldb, int64_t K, int64_t N, double* C,
+                      int64_t ldc) {
+    for (int64_t j = 0; j < N; j += 24) {
+        const int64_t cols = std::min<int64_t>(24, N - j);
+        const int nv = static_cast<int>((cols + 7) / 8);
+        const int tail = static_cast<int>(cols - 8 * (nv - 1));
+        const __mmask8 last = static_cast<__mmask8>((1u << tail) - 1u);
+        if (nv == 3)
+            gemm_block<MR, 3>(A, lda, B + j, ldb, K, C + j, ldc, last);
+        else if (nv == 2)
+            gemm_block<MR, 2>(A, lda, B + j, ldb, K, C + j, ldc, last);
+        else
+            gemm_block<MR, 1>(A, lda, B + j, ldb, K, C + j, ldc, last);
+    }
+}
 #endif
-        for (int64_t q = 0; q < len; ++q) {
-            const double x0 = r0[q], x1 = r1[q];
-            y0[q] += a0 * x0 + a1 * x1;
-            y1[q] += b0 * x0 + b1 * x1;
-        }
+
+inline void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb,
+                 double* C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+#if defined(__AVX512F__)
+    int64_t i = 0;
+    for (; i + 4 <= M; i += 4) gemm_rows<4>(A + i * lda, lda, B, ldb, K, N, C + i * ldc, ldc);
+    switch (M - i) {
+        case 3: gemm_rows<3>(A + i * lda, lda, B, ldb, K, N, C + i * ldc, ldc); break;
+        case 2: gemm_rows<2>(A + i * lda, lda, B, ldb, K, N, C + i * ldc, ldc); break;
+        case 1: gemm_rows<1>(A + i * lda, lda, B, ldb, K, N, C + i * ldc, ldc); break;
+        default: break;
     }
-    for (; t < nt; ++t) {
-        const double a0 = c0[t], b0 = c1[t];
-        const double* r0 = B + t * ld;
-        for (int64_t q = 0; q < len; ++q) {
-            y0[q] += a0 * r0[q];
-            y1[q] += b0 * r0[q];
-        }
+#else
+    for (int64_t i = 0; i < M; ++i) {
+        double* c = C + i * ldc;
+        std::fill(c, c + N, 0.0);
+        accumulate_rows(c, N, A + i * lda, K, B, ldb);
     }
+#endif
 }
 
 }  // namespace detail
@@ -517,13 +740,12 @@ inline void dct_compress(const float* tiles, int64_t n_tiles, int64_t ny, int64_
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        std::vector<double> P, Q, D, sym, anti;
+        std::vector<double> P, Q, D, SA;
         errors.run([&] {
             P.assign(static_cast<size_t>(ny * W), 0.0);
             Q.assign(static_cast<size_t>(2 * hy_s * W), 0.0);
             D.assign(static_cast<size_t>(U * W), 0.0);
-            sym.assign(static_cast<size_t>(2 * hx_s), 0.0);
-            anti.assign(static_cast<size_t>(2 * hx_s), 0.0);
+            SA.assign(static_cast<size_t>(2 * ny * hx_s), 0.0);
         });
 #if CREVKIT_HAS_OPENMP
 #pragma omp for schedule(dynamic, 4)
@@ -532,35 +754,24 @@ inline void dct_compress(const float* tiles, int64_t n_tiles, int64_t ny, int64_
             if (errors.failed()) continue;
             errors.run([&] {
                 const float* tile = tiles + t * tile_size;
-                // stage 1: P[i, :] = T[i, :] C_x^T, even and odd v separately
-                // two rows at a time: sym/anti hold rows i (first half) and i+1 (second half)
+                // stage 1 inputs: sym[i, j] = T[i, j] + T[i, nx-1-j], anti[i, j] = T[i, j] - T[i, nx-1-j]
                 const int64_t hs = hx_s;
-                for (int64_t i = 0; i < ny; i += 2) {
-                    const int64_t rows = std::min<int64_t>(2, ny - i);
-                    for (int64_t r = 0; r < rows; ++r) {
-                        const float* trow = tile + (i + r) * nx;
-                        double* sr = sym.data() + r * hs;
-                        double* ar = anti.data() + r * hs;
-                        for (int64_t j = 0; j < hx_a; ++j) {
-                            const double a = trow[j], b = trow[nx - 1 - j];
-                            sr[j] = a + b;
-                            ar[j] = a - b;
-                        }
-                        if (nx & 1) sr[hx_a] = trow[hx_a];
+                double* sym = SA.data();
+                double* anti = SA.data() + ny * hs;
+                for (int64_t i = 0; i < ny; ++i) {
+                    const float* trow = tile + i * nx;
+                    double* sr = sym + i * hs;
+                    double* ar = anti + i * hs;
+                    for (int64_t j = 0; j < hx_a; ++j) {
+                        const double a = trow[j], b = trow[nx - 1 - j];
+                        sr[j] = a + b;
+                        ar[j] = a - b;
                     }
-                    double* p0 = P.data() + i * W;
-                    std::fill(p0, p0 + rows * W, 0.0);
-                    if (rows == 2) {
-                        double* p1 = p0 + W;
-                        detail::accumulate_rows2(p0, p1, Ve, sym.data(), sym.data() + hs, hx_s, cxe.data(), Ve);
-                        if (Vo > 0)
-                            detail::accumulate_rows2(p0 + Ve, p1 + Ve, Vo, anti.data(), anti.data() + hs, hx_a,
-                                                     cxo.data(), Vo);
-                    } else {
-                        detail::accumulate_rows(p0, Ve, sym.data(), hx_s, cxe.data(), Ve);
-                        if (Vo > 0) detail::accumulate_rows(p0 + Ve, Vo, anti.data(), hx_a, cxo.data(), Vo);
-                    }
+                    if (nx & 1) sr[hx_a] = trow[hx_a];
                 }
+                // stage 1: P[:, :Ve] = sym C_x,even^T, P[:, Ve:] = anti C_x,odd^T
+                detail::gemm(ny, Ve, hx_s, sym, hs, cxe.data(), Ve, P.data(), W);
+                if (Vo > 0) detail::gemm(ny, Vo, hx_a, anti, hs, cxo.data(), Vo, P.data() + Ve, W);
                 // stage 2 inputs: Q_s[i] = P[i] + P[ny-1-i], Q_a[i] = P[i] - P[ny-1-i]
                 double* qs = Q.data();
                 double* qa = Q.data() + hy_s * W;
@@ -573,18 +784,24 @@ inline void dct_compress(const float* tiles, int64_t n_tiles, int64_t ny, int64_
                     }
                 }
                 if (ny & 1) std::copy(P.data() + hy_a * W, P.data() + (hy_a + 1) * W, qs + hy_a * W);
-                // D[u, :] = C_y[u, :half] Q_{parity(u)}, only the columns kept for this u
-                for (int64_t uu = 0; uu < U; ++uu) {
-                    if (s.vlim[uu] == 0) continue;
-                    const bool even = (uu & 1) == 0;
-                    const double* src = even ? qs : qa;
-                    const int64_t nt = even ? hy_s : hy_a;
-                    const double* crow = cy.data() + uu * ny;
-                    double* drow = D.data() + uu * W;
-                    std::fill(drow, drow + Ve, 0.0);
-                    std::fill(drow + Ve, drow + W, 0.0);
-                    detail::accumulate_rows(drow, le[uu], crow, nt, src, W);
-                    if (lo[uu] > 0) detail::accumulate_rows(drow + Ve, lo[uu], crow, nt, src + Ve, W);
+                // D[u, :] = C_y[u, :half] Q_{parity(u)}: u of one parity four at a time
+                // (rows u, u+2, u+4, u+6 share Q), only as many columns as the block keeps
+                for (int parity = 0; parity < 2; ++parity) {
+                    const double* src = parity == 0 ? qs : qa;
+                    const int64_t nt = parity == 0 ? hy_s : hy_a;
+                    if (nt == 0) continue;
+                    for (int64_t u0 = parity; u0 < U; u0 += 8) {
+                        const int64_t rows = std::min<int64_t>(4, (U - u0 + 1) / 2);
+                        int64_t ne = 0, no = 0;
+                        for (int64_t r = 0; r < rows; ++r) {
+                            ne = std::max(ne, le[u0 + 2 * r]);
+                            no = std::max(no, lo[u0 + 2 * r]);
+                        }
+                        const double* crow = cy.data() + u0 * ny;
+                        double* drow = D.data() + u0 * W;
+                        detail::gemm(rows, ne, nt, crow, 2 * ny, src, W, drow, 2 * W);
+                        detail::gemm(rows, no, nt, crow, 2 * ny, src + Ve, W, drow + Ve, 2 * W);
+                    }
                 }
                 float* dst = out + t * k;
                 for (int64_t q = 0; q < k; ++q) {
@@ -621,19 +838,32 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
     for (int64_t r = 0; r < Uo; ++r)
         for (int64_t i = 0; i < hy_a; ++i)
             cyo[static_cast<size_t>(i * Uo + r)] = cy[static_cast<size_t>((2 * r + 1) * ny + i)];
+    // x basis per parity, rows = kept v of that parity: cxe[r, j] = C_x[2r, j] (j < hx_s),
+    // cxo[r, j] = C_x[2r+1, j] (j < hx_a)
+    const int64_t Ve = (V + 1) / 2, Vo = V / 2;
+    std::vector<double> cxe(static_cast<size_t>(std::max<int64_t>(1, Ve * hx_s)));
+    std::vector<double> cxo(static_cast<size_t>(std::max<int64_t>(1, Vo * hx_s)));
+    for (int64_t r = 0; r < Ve; ++r)
+        for (int64_t j = 0; j < hx_s; ++j)
+            cxe[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>(2 * r * nx + j)];
+    for (int64_t r = 0; r < Vo; ++r)
+        for (int64_t j = 0; j < hx_a; ++j)
+            cxo[static_cast<size_t>(r * hx_s + j)] = cx[static_cast<size_t>((2 * r + 1) * nx + j)];
     const int n_threads = clamp_threads(n_threads_req);
     ParallelErrors errors;
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel num_threads(n_threads)
 #endif
     {
-        std::vector<double> D, Wm, half, te, to;
+        std::vector<double> De, Do, WE, WO, Wm, TE, TO;
         errors.run([&] {
-            D.assign(static_cast<size_t>(U * V), 0.0);
+            De.assign(static_cast<size_t>(U * std::max<int64_t>(1, Ve)), 0.0);
+            Do.assign(static_cast<size_t>(U * std::max<int64_t>(1, Vo)), 0.0);
+            WE.assign(static_cast<size_t>(U * hx_s), 0.0);
+            WO.assign(static_cast<size_t>(U * hx_s), 0.0);
             Wm.assign(static_cast<size_t>(U * nx), 0.0);  // rows: even u first (Ue), then odd u (Uo)
-            half.assign(static_cast<size_t>(2 * hx_s), 0.0);
-            te.assign(static_cast<size_t>(nx), 0.0);
-            to.assign(static_cast<size_t>(nx), 0.0);
+            TE.assign(static_cast<size_t>(hy_s * nx), 0.0);
+            TO.assign(static_cast<size_t>(std::max<int64_t>(1, hy_a) * nx), 0.0);
         });
 #if CREVKIT_HAS_OPENMP
 #pragma omp for schedule(dynamic, 4)
@@ -642,26 +872,26 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
             if (errors.failed()) continue;
             errors.run([&] {
                 const float* src = coeffs + t * k;
-                std::fill(D.begin(), D.end(), 0.0);
-                for (int64_t q = 0; q < k; ++q) D[static_cast<size_t>(u[q] * V + v[q])] += static_cast<double>(src[q]);
-                // stage 1 (along x): W[u, :] from the even-v and odd-v partial sums
+                std::fill(De.begin(), De.end(), 0.0);
+                std::fill(Do.begin(), Do.end(), 0.0);
+                for (int64_t q = 0; q < k; ++q) {
+                    const int64_t vv = v[q];
+                    if (vv & 1)
+                        Do[static_cast<size_t>(u[q] * Vo + vv / 2)] += static_cast<double>(src[q]);
+                    else
+                        De[static_cast<size_t>(u[q] * Ve + vv / 2)] += static_cast<double>(src[q]);
+                }
+                // stage 1 (along x): even-v and odd-v partial sums over j < nx/2, then
+                // W[u, j] and W[u, nx-1-j] are their sum and difference
+                detail::gemm(U, hx_s, Ve, De.data(), Ve, cxe.data(), hx_s, WE.data(), hx_s);
+                if (Vo > 0)
+                    detail::gemm(U, hx_a, Vo, Do.data(), Vo, cxo.data(), hx_s, WO.data(), hx_s);
+                else
+                    std::fill(WO.begin(), WO.end(), 0.0);
                 for (int64_t uu = 0; uu < U; ++uu) {
                     double* wrow = Wm.data() + ((uu & 1) ? Ue + uu / 2 : uu / 2) * nx;
-                    double* we = half.data();
-                    double* wo = half.data() + hx_s;
-                    std::fill(we, we + 2 * hx_s, 0.0);
-                    const double* drow = D.data() + uu * V;
-                    for (int64_t vv = 0; vv < s.vlim[uu]; ++vv) {
-                        const double d = drow[vv];
-                        if (d == 0.0) continue;
-                        const double* crow = cx.data() + vv * nx;
-                        double* acc = (vv & 1) ? wo : we;
-                        const int64_t len = (vv & 1) ? hx_a : hx_s;
-#if CREVKIT_HAS_OPENMP
-#pragma omp simd
-#endif
-                        for (int64_t j = 0; j < len; ++j) acc[j] += d * crow[j];
-                    }
+                    const double* we = WE.data() + uu * hx_s;
+                    const double* wo = WO.data() + uu * hx_s;
                     for (int64_t j = 0; j < hx_a; ++j) {
                         wrow[j] = we[j] + wo[j];
                         wrow[nx - 1 - j] = we[j] - wo[j];
@@ -669,26 +899,26 @@ inline void dct_decompress(const float* coeffs, int64_t n_tiles, int64_t k, cons
                     if (nx & 1) wrow[hx_a] = we[hx_a];
                 }
                 // stage 2 (along y): rows i and ny-1-i from the even-u and odd-u sums
+                detail::gemm(hy_s, nx, Ue, cye.data(), Ue, Wm.data(), nx, TE.data(), nx);
+                if (Uo > 0 && hy_a > 0)
+                    detail::gemm(hy_a, nx, Uo, cyo.data(), Uo, Wm.data() + Ue * nx, nx, TO.data(), nx);
+                else
+                    std::fill(TO.begin(), TO.end(), 0.0);
                 float* dst = out + t * tile_size;
-                const double* wev = Wm.data();
-                const double* wod = Wm.data() + Ue * nx;
-                for (int64_t i = 0; i < hy_s; ++i) {
-                    std::fill(te.begin(), te.end(), 0.0);
-                    detail::accumulate_rows(te.data(), nx, cye.data() + i * Ue, Ue, wev, nx);
-                    const bool pair = i < hy_a;
-                    if (pair) {
-                        std::fill(to.begin(), to.end(), 0.0);
-                        if (Uo > 0) detail::accumulate_rows(to.data(), nx, cyo.data() + i * Uo, Uo, wod, nx);
-                        float* r0 = dst + i * nx;
-                        float* r1 = dst + (ny - 1 - i) * nx;
-                        for (int64_t j = 0; j < nx; ++j) {
-                            r0[j] = static_cast<float>(te[j] + to[j]);
-                            r1[j] = static_cast<float>(te[j] - to[j]);
-                        }
-                    } else {
-                        float* r0 = dst + i * nx;
-                        for (int64_t j = 0; j < nx; ++j) r0[j] = static_cast<float>(te[j]);
+                for (int64_t i = 0; i < hy_a; ++i) {
+                    const double* te = TE.data() + i * nx;
+                    const double* to = TO.data() + i * nx;
+                    float* r0 = dst + i * nx;
+                    float* r1 = dst + (ny - 1 - i) * nx;
+                    for (int64_t j = 0; j < nx; ++j) {
+                        r0[j] = static_cast<float>(te[j] + to[j]);
+                        r1[j] = static_cast<float>(te[j] - to[j]);
                     }
+                }
+                if (ny & 1) {
+                    const double* te = TE.data() + hy_a * nx;
+                    float* r0 = dst + hy_a * nx;
+                    for (int64_t j = 0; j < nx; ++j) r0[j] = static_cast<float>(te[j]);
                 }
             });
         }

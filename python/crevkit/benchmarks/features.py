@@ -4,7 +4,7 @@ Compares the C++ kernels on 1 and 2 threads with their NumPy twins
 (:mod:`crevkit.reference`) and, for the DCT, with ``scipy.fft.dctn`` followed
 by slicing out the kept coefficients; all on the same synthetic 200 x 200
 tiles at 0.5 m.  Also measures whether in-plane orientation normalization
-improves cluster purity (the reason ``orient`` is off by default).
+improves cluster purity (the reason ``orient`` is on by default).
 
 ``run(quick=True)`` is a smoke-sized run (seconds); ``run()`` takes about a
 minute on two cores.  Timings are medians over repeats of whole batches.
