@@ -30,9 +30,11 @@
 // histogram.  Pixels go through in groups of 16: AVX-512 turns a group into
 // ready-made {w, w d, w d^2, 0} entries and histogram byte offsets in a small
 // ring buffer while an earlier group is added to the histogram, one
-// load-add-store per pixel.  The max pass reads the tile once; while a tile
-// is binned the next one is read ahead into cache.  Only the bins a tile can
-// reach ([bin of h_max, bin of h_min]) are combined, convolved and cleared.
+// load-add-store per pixel (without AVX-512: the same in strips of 256, the
+// bin loop vectorized by the compiler).  The min/max pass reads the tile
+// once; while a tile is binned the next one is read ahead into cache.  Only
+// the bins a tile can reach ([bin of h_max, bin of h_min]) are combined,
+// convolved and cleared.
 #pragma once
 
 #include <algorithm>
