@@ -15,7 +15,9 @@ Physics (see DESIGN.md, "Forward model"):
   area, centroid and variance exact for any sub-bin distribution of the
   heights (a plain ``int(z / 0.15)`` truncation shifts the centroid by half a
   bin; a linear split between two bins adds up to 1/4 bin² of variance), so a
-  plane returns exactly σ_t² = σ_pulse² + σ_surface².  The expansion can leave
+  plane returns exactly σ_t² = σ_pulse² + σ_surface².  Bin positions are
+  computed in float32 (nearest bin with ties to even), identically in the
+  kernel and in :mod:`crevkit.reference`.  The expansion can leave
   negative values of the order of 1e-9 in the far tails: they are set to 0.
 * Pulse: the moments are convolved with the transmit pulse as a separate step.
 * Output: ``n_samples`` samples (GLAS: 544 × 1 ns), unit sum (``normalize=True``);

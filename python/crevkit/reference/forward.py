@@ -1,9 +1,13 @@
 """NumPy twin of the C++ forward model (``crevkit.simulate_waveforms``).
 
 Same signature, same plan (footprint weights, pulse, tilt from
-:func:`crevkit.simulate.make_plan`), same algorithm, float64 throughout: the
-per-bin weight moments with ``np.bincount``, then ``np.convolve`` with the
-pulse and its first and second differences (second-order Taylor shift).
+:func:`crevkit.simulate.make_plan`), same algorithm.  Bin positions are
+float32, one rounding per operation in the kernel's order (effective height,
+``u = lead + (h_max - h) * bins_per_metre``, nearest bin with ties to even,
+offset ``u - b``), so twin and kernel put every pixel in the same bin with the
+same offset; the rest is float64: the per-bin weight moments with
+``np.bincount``, then ``np.convolve`` with the pulse and its first and second
+differences (second-order Taylor shift).
 """
 
 from __future__ import annotations
@@ -45,25 +49,27 @@ def incidence_cosine(z: np.ndarray, pixel_size: float, look: tuple[float, float,
 
 def _simulate_one(tile: np.ndarray, plan: SimulationPlan) -> tuple[np.ndarray, int]:
     """One waveform and its status (0 ok, 1 empty, 2 infinite heights)."""
-    z = tile.astype(np.float64)
+    z = tile.astype(np.float32)
     if np.isinf(z).any():
         return np.zeros(plan.n_samples), 2
     valid = ~np.isnan(z)
     if not valid.any():
         return np.zeros(plan.n_samples), 1
-    if plan.tilted:
-        h = plan.cos_tilt * z + plan.tilt_x.astype(np.float64)[None, :] + plan.tilt_y.astype(np.float64)[:, None]
+    f32 = np.float32
+    if plan.tilted:  # float32, evaluated left to right like the kernel
+        h = (f32(plan.cos_tilt) * z + plan.tilt_x[None, :]) + plan.tilt_y[:, None]
     else:
         h = z
     w = plan.weights.astype(np.float64)
     if plan.incidence:
-        w = w * incidence_cosine(z, plan.pixel_size, plan.look)
+        w = w * incidence_cosine(z.astype(np.float64), plan.pixel_size, plan.look)
     hv, wv = h[valid], w[valid]
     limit = plan.hist_len
-    u = plan.lead_bins + (hv.max() - hv) * plan.bins_per_metre
-    u = np.minimum(u, float(limit))
-    b = np.floor(u + 0.5).astype(np.int64)  # nearest bin
-    d = u - b
+    u = f32(plan.lead_bins) + (hv.max() - hv) * f32(plan.bins_per_metre)  # float32
+    u = np.minimum(u, f32(limit))
+    bf = np.rint(u)  # nearest bin, ties to even
+    d = (u - bf).astype(np.float64)  # exact
+    b = bf.astype(np.int64)
     wave = np.zeros(plan.n_samples)
     for moment, coeff in ((wv, 1.0), (wv * d, -1.0), (wv * d * d, 0.5)):
         hist = np.bincount(b, moment, minlength=limit + 1)[:limit]
