@@ -168,7 +168,8 @@ def test_unet_prealignment_is_whole_samples_and_follows_the_shot(library):
     moved = model.prealign_shift(model.normalize_input(_shift_torch(clean, torch.full((20,), 9.0))))
     np.testing.assert_allclose(moved.numpy(), s0.numpy() - 9.0, atol=1.0)  # rounding only
     # the noise estimate sees the noise, not the return
-    noisy = clean / clean.amax(dim=1, keepdim=True) + 0.02 * torch.randn(20, 544, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    noisy = clean / clean.amax(dim=1, keepdim=True) + 0.02 * torch.randn(20, 544, generator=gen)
     sd = model.noise_sd(model.normalize_input(noisy))
     assert ((sd > 0.01) & (sd < 0.03)).all()
 
