@@ -208,7 +208,7 @@ def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, d
         return {"done": -1}
     from ..denoise import Denoiser, classical_denoise
     from ..shot_table import ShotTable
-    from .stages import _recorded_rows
+    from .stages import CLASSICAL_DENOISE, _recorded_rows
 
     table = ShotTable.load(shots, mmap=True)
     raw = _recorded_rows(table.waveforms[start:stop], n_samples)
@@ -219,7 +219,7 @@ def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, d
             model = _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads))
             clean[present] = model.transform(raw[present])
         else:
-            clean[present] = classical_denoise(raw[present])
+            clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
     _save_npy(part, clean)
     ok = np.isfinite(clean).all(axis=1)
     return {"done": int(ok.sum()), "skipped": int((~present).sum()), "failed": int((present & ~ok).sum())}
