@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--skip-epoch", action="store_true")
+    ap.add_argument("--phases", default="", help="comma-separated subset of the phases")
     a = ap.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -99,6 +100,8 @@ def main() -> None:
         fns = [("sgemm", sgemm), ("search", search), ("accumulate", acc), ("bmu+acc", bmuacc), ("smooth", smooth)]
         if not a.skip_epoch:
             fns.append(("epoch", epoch))
+        if a.phases:
+            fns = [f for f in fns if f[0] in a.phases.split(",")]
         for _ in range(a.reps):
             for name, fn in fns:
                 res[name].append(_t(fn))

@@ -450,7 +450,8 @@ class SelfOrganizingMap:
         # PCA plane
         n_sub = min(n, 10_000)
         idx = np.arange(n) if n_sub == n else np.sort(rng.choice(n, size=n_sub, replace=False))
-        sub = _read_rows(X, idx) - mean64
+        sub = _read_rows(X, idx)
+        sub -= mean64  # in place: this float64 copy is the largest temporary of a fit
         n_comp = min(2, d, n_sub - 1) if n_sub > 1 else 0
         if n_comp == 0 or k == 1:
             return np.repeat(mean64[None, :].astype(np.float32), k, axis=0)

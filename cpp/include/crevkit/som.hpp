@@ -104,39 +104,39 @@ constexpr int64_t XN_LANES = 8;
 inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst, double* xn = nullptr) {
     const int64_t m_pad = round_up(m, MR);
     constexpr int64_t L = XN_LANES;
-    std::vector<double> lanes(xn ? static_cast<size_t>(m * L) : 0, 0.0);
+    std::vector<double> lanes(xn ? static_cast<size_t>(m_pad * L) : 0, 0.0);
     for (int64_t p0 = 0; p0 < d; p0 += KC) {
         const int64_t kc = std::min(KC, d - p0);
+        const float* mu = mean + p0;
         float* blk = dst + p0 * m_pad;
         for (int64_t i0 = 0; i0 < m_pad; i0 += MR) {
             float* panel = blk + i0 * kc;
-            for (int64_t ii = 0; ii < MR; ++ii) {
-                const int64_t i = i0 + ii;
-                if (i < m) {
-                    const float* row = X + i * d + p0;
-                    const float* mu = mean + p0;
-                    if (xn) {
-                        double part[L];
-                        for (int64_t l = 0; l < L; ++l) part[l] = lanes[i * L + l];
-                        int64_t k = 0;
-                        for (; k + L <= kc; k += L)
-                            for (int64_t l = 0; l < L; ++l) {
-                                const float v = row[k + l] - mu[k + l];
-                                panel[(k + l) * MR + ii] = v;
-                                part[l] += static_cast<double>(v) * static_cast<double>(v);
-                            }
-                        for (int64_t l = 0; k < kc; ++k, ++l) {
-                            const float v = row[k] - mu[k];
-                            panel[k * MR + ii] = v;
-                            part[l] += static_cast<double>(v) * static_cast<double>(v);
+            const int64_t mr = std::min(MR, m - i0);  // real rows of this panel
+            // L features of each of the MR rows at a time: row-major reads
+            // vectorize (and feed the |x - mu|^2 lanes), then one small
+            // transpose into the panel, written contiguously
+            for (int64_t k0 = 0; k0 < kc; k0 += L) {
+                const int64_t kl = std::min(L, kc - k0);
+                float t[MR][L];
+                for (int64_t ii = 0; ii < MR; ++ii) {
+                    if (ii < mr && kl == L) {
+                        const float* row = X + (i0 + ii) * d + p0 + k0;
+                        for (int64_t l = 0; l < L; ++l) t[ii][l] = row[l] - mu[k0 + l];
+                        if (xn) {
+                            double* ln = lanes.data() + (i0 + ii) * L;
+                            for (int64_t l = 0; l < L; ++l)
+                                ln[l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
                         }
-                        for (int64_t l = 0; l < L; ++l) lanes[i * L + l] = part[l];
                     } else {
-                        for (int64_t k = 0; k < kc; ++k) panel[k * MR + ii] = row[k] - mu[k];
+                        for (int64_t l = 0; l < L; ++l) {
+                            const bool ok = ii < mr && l < kl;
+                            t[ii][l] = ok ? X[(i0 + ii) * d + p0 + k0 + l] - mu[k0 + l] : 0.0f;
+                            if (xn && ok) lanes[(i0 + ii) * L + l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
+                        }
                     }
-                } else {
-                    for (int64_t k = 0; k < kc; ++k) panel[k * MR + ii] = 0.0f;
                 }
+                for (int64_t l = 0; l < kl; ++l)
+                    for (int64_t ii = 0; ii < MR; ++ii) panel[(k0 + l) * MR + ii] = t[ii][l];
             }
         }
     }
