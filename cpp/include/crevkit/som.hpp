@@ -30,9 +30,9 @@
 //
 // Determinism: a dot product's summation order depends only on D (the fixed
 // KC blocking along the features), never on the row's chunk or the thread, and
-// per-node sums add samples in index order (threads split the feature axis,
-// not the samples).  Results are bit-identical for any thread count and any
-// chunk size.
+// per-node sums add samples in index order (bmu_accumulate adds each chunk in
+// an ordered region, accumulate splits the feature axis between threads).
+// Results are bit-identical for any thread count and any chunk size.
 #pragma once
 
 #include <algorithm>
@@ -100,11 +100,13 @@ constexpr int64_t XN_LANES = 8;
 // Rows past m are zero.  If xn is given, xn[i] = |x_i - mu|^2 (double) while
 // the row is being read anyway: feature j goes to lane (j - p0) % XN_LANES,
 // lanes summed in order at the end; a fixed order (it depends only on d), and
-// XN_LANES independent chains instead of one long dependent one.
-inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst, double* xn = nullptr) {
+// XN_LANES independent chains instead of one long dependent one.  lanes:
+// caller's scratch of m * XN_LANES doubles (needed only with xn).
+inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst, double* xn = nullptr,
+                   double* lanes = nullptr) {
     const int64_t m_pad = round_up(m, MR);
     constexpr int64_t L = XN_LANES;
-    std::vector<double> lanes(xn ? static_cast<size_t>(m_pad * L) : 0, 0.0);
+    if (xn) std::fill(lanes, lanes + m * L, 0.0);
     for (int64_t p0 = 0; p0 < d; p0 += KC) {
         const int64_t kc = std::min(KC, d - p0);
         const float* mu = mean + p0;
@@ -123,7 +125,7 @@ inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, floa
                         const float* row = X + (i0 + ii) * d + p0 + k0;
                         for (int64_t l = 0; l < L; ++l) t[ii][l] = row[l] - mu[k0 + l];
                         if (xn) {
-                            double* ln = lanes.data() + (i0 + ii) * L;
+                            double* ln = lanes + (i0 + ii) * L;
                             for (int64_t l = 0; l < L; ++l)
                                 ln[l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
                         }
@@ -131,7 +133,8 @@ inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, floa
                         for (int64_t l = 0; l < L; ++l) {
                             const bool ok = ii < mr && l < kl;
                             t[ii][l] = ok ? X[(i0 + ii) * d + p0 + k0 + l] - mu[k0 + l] : 0.0f;
-                            if (xn && ok) lanes[(i0 + ii) * L + l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
+                            if (xn && ok)
+                                lanes[(i0 + ii) * L + l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
                         }
                     }
                 }
@@ -337,7 +340,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
         std::vector<float> best1, best2;
         std::vector<int64_t> idx1, idx2;
         std::vector<std::array<int64_t, 2>> pairs;
-        std::vector<double> exact, xnv;
+        std::vector<double> exact, xnv, xn_lanes;
         errors.run([&] {
             a_pack = aligned_floats(chunk * d);
             c_tile = aligned_floats(chunk * nc_max);
@@ -345,6 +348,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
             pairs.reserve(2 * chunk);
             exact.resize(2 * chunk);
             xnv.resize(chunk);
+            xn_lanes.resize(chunk * XN_LANES);
         });
         // ordered: a chunk's rows are added to the per-node sums right after
         // its search, while the chunk is still in cache, but in chunk order
@@ -360,7 +364,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
             const float* Xc = X + r0 * d;
             errors.run([&] {
                 const int64_t m_pad = round_up(m, MR);
-                pack_a(Xc, m, d, mean, a_pack.get(), exact_distances ? nullptr : xnv.data());
+                pack_a(Xc, m, d, mean, a_pack.get(), exact_distances ? nullptr : xnv.data(), xn_lanes.data());
                 std::fill(best1.begin(), best1.end(), inf);
                 std::fill(best2.begin(), best2.end(), inf);
                 std::fill(idx1.begin(), idx1.end(), int64_t{-1});
