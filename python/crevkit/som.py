@@ -207,6 +207,13 @@ def _as_source(X: Any, name: str = "X") -> Any:
     return X
 
 
+def _resolve_chunk_rows(chunk_rows: int | None, n_nodes: int) -> int:
+    """The ``chunk_rows`` parameter, ``None`` resolved by map size (see :class:`SelfOrganizingMap`)."""
+    if chunk_rows is None:
+        return 480 if n_nodes >= 8192 else 240
+    return check_int(chunk_rows, "chunk_rows", minimum=1, maximum=1 << 20)
+
+
 def _in_memory_f32(X: Any) -> bool:
     return (isinstance(X, np.ndarray) and not isinstance(X, np.memmap) and X.dtype == np.float32
             and X.flags.c_contiguous)
@@ -287,8 +294,10 @@ class SelfOrganizingMap:
         Seed of ``numpy.random.default_rng`` (init only; the fit itself is deterministic).
     n_threads : int or None
         OpenMP threads (None or 0: all usable cores).  Results do not depend on it.
-    chunk_rows : int
+    chunk_rows : int or None
         Rows per kernel chunk (the working set of one thread); results do not depend on it.
+        ``None``: 240, or 480 on maps of 8,192 nodes or more (each chunk streams the whole
+        codebook from memory, so larger chunks amortize that on large maps).
 
     Attributes
     ----------
@@ -305,7 +314,7 @@ class SelfOrganizingMap:
     def __init__(self, rows: int = 10, cols: int = 10, topology: str = "rectangular", toroidal: bool = False,
                  neighborhood: str = "gaussian", radius0: float | None = None, radius_final: float = 1.0,
                  cooling: str = "linear", epochs: int = 10, init: Any = "pca", seed: int = 0,
-                 n_threads: int | None = None, chunk_rows: int = 240) -> None:
+                 n_threads: int | None = None, chunk_rows: int | None = None) -> None:
         self.rows = rows
         self.cols = cols
         self.topology = topology
@@ -368,7 +377,7 @@ class SelfOrganizingMap:
                 raise CrevkitValueError(f"init must be 'pca', 'sample' or an array, got {self.init!r}")
         check_int(self.seed, "seed", minimum=0)
         n_threads = resolve_threads(self.n_threads)
-        chunk_rows = check_int(self.chunk_rows, "chunk_rows", minimum=1, maximum=1 << 20)
+        chunk_rows = _resolve_chunk_rows(self.chunk_rows, rows * cols)
         return dict(rows=rows, cols=cols, epochs=epochs, radius0=radius0, radius_final=radius_final,
                     n_threads=n_threads, chunk_rows=chunk_rows)
 
@@ -441,7 +450,8 @@ class SelfOrganizingMap:
         # PCA plane
         n_sub = min(n, 10_000)
         idx = np.arange(n) if n_sub == n else np.sort(rng.choice(n, size=n_sub, replace=False))
-        sub = _read_rows(X, idx) - mean64
+        sub = _read_rows(X, idx)
+        sub -= mean64  # in place: this float64 copy is the largest temporary of a fit
         n_comp = min(2, d, n_sub - 1) if n_sub > 1 else 0
         if n_comp == 0 or k == 1:
             return np.repeat(mean64[None, :].astype(np.float32), k, axis=0)
@@ -536,8 +546,8 @@ class SelfOrganizingMap:
         if int(X.shape[1]) != d:
             raise CrevkitValueError(f"X has {X.shape[1]} features but the map was trained on {d}")
         n_threads = resolve_threads(self.n_threads)
-        chunk_rows = check_int(self.chunk_rows, "chunk_rows", minimum=1)
         k = self.codebook_.shape[0] * self.codebook_.shape[1]
+        chunk_rows = _resolve_chunk_rows(self.chunk_rows, k)
         mean = self.mean_
         state = self._kern_prepare(self.codebook_.reshape(k, d), mean, n_threads, owned=False)
         n = int(X.shape[0])

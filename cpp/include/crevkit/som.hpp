@@ -30,9 +30,9 @@
 //
 // Determinism: a dot product's summation order depends only on D (the fixed
 // KC blocking along the features), never on the row's chunk or the thread, and
-// per-node sums add samples in index order (threads split the feature axis,
-// not the samples).  Results are bit-identical for any thread count and any
-// chunk size.
+// per-node sums add samples in index order (bmu_accumulate adds each chunk in
+// an ordered region, accumulate splits the feature axis between threads).
+// Results are bit-identical for any thread count and any chunk size.
 #pragma once
 
 #include <algorithm>
@@ -92,28 +92,63 @@ inline AlignedBuffer aligned_floats(int64_t n) {
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// Lanes of the |x - mu|^2 partial sums (see pack_a).
+constexpr int64_t XN_LANES = 8;
+
 // Pack rows [0, m) of X (row stride d), centred by mean, into KC blocks of
 // MR-row micro-panels:  dst[p0 * m_pad + (i / MR) * kc * MR + k * MR + i % MR].
-// Rows past m are zero.
-inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst) {
+// Rows past m are zero.  If xn is given, xn[i] = |x_i - mu|^2 (double) while
+// the row is being read anyway: feature j goes to lane (j - p0) % XN_LANES,
+// lanes summed in order at the end; a fixed order (it depends only on d), and
+// XN_LANES independent chains instead of one long dependent one.  lanes:
+// caller's scratch of m * XN_LANES doubles (needed only with xn).
+inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst, double* xn = nullptr,
+                   double* lanes = nullptr) {
     const int64_t m_pad = round_up(m, MR);
+    constexpr int64_t L = XN_LANES;
+    if (xn) std::fill(lanes, lanes + m * L, 0.0);
     for (int64_t p0 = 0; p0 < d; p0 += KC) {
         const int64_t kc = std::min(KC, d - p0);
+        const float* mu = mean + p0;
         float* blk = dst + p0 * m_pad;
         for (int64_t i0 = 0; i0 < m_pad; i0 += MR) {
             float* panel = blk + i0 * kc;
-            for (int64_t ii = 0; ii < MR; ++ii) {
-                const int64_t i = i0 + ii;
-                if (i < m) {
-                    const float* row = X + i * d + p0;
-                    const float* mu = mean + p0;
-                    for (int64_t k = 0; k < kc; ++k) panel[k * MR + ii] = row[k] - mu[k];
-                } else {
-                    for (int64_t k = 0; k < kc; ++k) panel[k * MR + ii] = 0.0f;
+            const int64_t mr = std::min(MR, m - i0);  // real rows of this panel
+            // L features of each of the MR rows at a time: row-major reads
+            // vectorize (and feed the |x - mu|^2 lanes), then one small
+            // transpose into the panel, written contiguously
+            for (int64_t k0 = 0; k0 < kc; k0 += L) {
+                const int64_t kl = std::min(L, kc - k0);
+                float t[MR][L];
+                for (int64_t ii = 0; ii < MR; ++ii) {
+                    if (ii < mr && kl == L) {
+                        const float* row = X + (i0 + ii) * d + p0 + k0;
+                        for (int64_t l = 0; l < L; ++l) t[ii][l] = row[l] - mu[k0 + l];
+                        if (xn) {
+                            double* ln = lanes + (i0 + ii) * L;
+                            for (int64_t l = 0; l < L; ++l)
+                                ln[l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
+                        }
+                    } else {
+                        for (int64_t l = 0; l < L; ++l) {
+                            const bool ok = ii < mr && l < kl;
+                            t[ii][l] = ok ? X[(i0 + ii) * d + p0 + k0 + l] - mu[k0 + l] : 0.0f;
+                            if (xn && ok)
+                                lanes[(i0 + ii) * L + l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
+                        }
+                    }
                 }
+                for (int64_t l = 0; l < kl; ++l)
+                    for (int64_t ii = 0; ii < MR; ++ii) panel[(k0 + l) * MR + ii] = t[ii][l];
             }
         }
     }
+    if (xn)
+        for (int64_t i = 0; i < m; ++i) {
+            double t = 0.0;
+            for (int64_t l = 0; l < L; ++l) t += lanes[i * L + l];
+            xn[i] = t;
+        }
 }
 
 // Offset of (node, feature j) in the packed codebook layout (see pack_codebook).
@@ -216,7 +251,10 @@ inline void unpack_codebook(const float* P, int64_t n_nodes, int64_t d, const fl
     (void)nt;
 }
 
-// |w_k|^2 of each node of the packed centred codebook (double accumulation, stored as float).
+// |w_k|^2 of each node of the packed centred codebook (double accumulation in
+// feature order, stored as float).  A micro-panel's NR nodes are summed
+// together (NR independent chains over contiguous memory), not node by node
+// at a stride of NR floats.
 inline void node_norms(const float* P, int64_t n_nodes, int64_t d, float* out, int n_threads) {
     using namespace detail;
     const int64_t k_pad = round_up(n_nodes, NR);
@@ -224,14 +262,16 @@ inline void node_norms(const float* P, int64_t n_nodes, int64_t d, float* out, i
 #if CREVKIT_HAS_OPENMP
 #pragma omp parallel for num_threads(nt) schedule(static)
 #endif
-    for (int64_t k = 0; k < n_nodes; ++k) {
-        double s = 0.0;
+    for (int64_t g0 = 0; g0 < k_pad; g0 += NR) {
+        double s[NR] = {};
         for (int64_t p0 = 0; p0 < d; p0 += KC) {
             const int64_t kc = std::min(KC, d - p0);
-            const float* w = P + p0 * k_pad + (k / NR) * kc * NR + k % NR;
-            for (int64_t j = 0; j < kc; ++j) s += static_cast<double>(w[j * NR]) * static_cast<double>(w[j * NR]);
+            const float* w = P + p0 * k_pad + g0 * kc;
+            for (int64_t j = 0; j < kc; ++j)
+                for (int64_t jj = 0; jj < NR; ++jj)
+                    s[jj] += static_cast<double>(w[j * NR + jj]) * static_cast<double>(w[j * NR + jj]);
         }
-        out[k] = static_cast<float>(s);
+        for (int64_t jj = 0; jj < NR && g0 + jj < n_nodes; ++jj) out[g0 + jj] = static_cast<float>(s[jj]);
     }
     (void)nt;
 }
@@ -275,7 +315,7 @@ inline void accumulate(const float* X, int64_t n, int64_t d, const float* mean, 
 //   bmu, second: node indices (second = -1 when n_nodes == 1)
 //   d1, d2:      exact Euclidean distances (d2 = +inf when n_nodes == 1)
 // If sums (n_nodes x d, double) and counts (n_nodes) are given, the centred
-// rows are accumulated into them (see accumulate).
+// rows are accumulated into them (as accumulate does: samples in index order).
 inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* mean, const float* P, const float* wn,
                            int64_t n_nodes, int64_t chunk_rows, int64_t* bmu, int64_t* second, float* d1, float* d2,
                            double* sums, double* counts, int n_threads, bool exact_distances = true) {
@@ -300,25 +340,31 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
         std::vector<float> best1, best2;
         std::vector<int64_t> idx1, idx2;
         std::vector<std::array<int64_t, 2>> pairs;
-        std::vector<double> exact;
+        std::vector<double> exact, xnv, xn_lanes;
         errors.run([&] {
             a_pack = aligned_floats(chunk * d);
             c_tile = aligned_floats(chunk * nc_max);
             best1.resize(chunk); best2.resize(chunk); idx1.resize(chunk); idx2.resize(chunk);
             pairs.reserve(2 * chunk);
             exact.resize(2 * chunk);
+            xnv.resize(chunk);
+            xn_lanes.resize(chunk * XN_LANES);
         });
+        // ordered: a chunk's rows are added to the per-node sums right after
+        // its search, while the chunk is still in cache, but in chunk order
+        // (so in sample order per node, whatever the thread count); the
+        // other threads keep searching meanwhile.
 #if CREVKIT_HAS_OPENMP
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) ordered
 #endif
         for (int64_t ch = 0; ch < n_chunks; ++ch) {
             if (errors.failed()) continue;
+            const int64_t r0 = ch * chunk;
+            const int64_t m = std::min(chunk, n - r0);
+            const float* Xc = X + r0 * d;
             errors.run([&] {
-                const int64_t r0 = ch * chunk;
-                const int64_t m = std::min(chunk, n - r0);
                 const int64_t m_pad = round_up(m, MR);
-                const float* Xc = X + r0 * d;
-                pack_a(Xc, m, d, mean, a_pack.get());
+                pack_a(Xc, m, d, mean, a_pack.get(), exact_distances ? nullptr : xnv.data(), xn_lanes.data());
                 std::fill(best1.begin(), best1.end(), inf);
                 std::fill(best2.begin(), best2.end(), inf);
                 std::fill(idx1.begin(), idx1.end(), int64_t{-1});
@@ -361,12 +407,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
                     // |x - mu|^2 + (|w|^2 - 2 (x - mu).w), clamped at 0 (float32 products: cancellation
                     // error ~ eps32 * (|x - mu|^2 + |w|^2); used for the training history only)
                     for (int64_t i = 0; i < m; ++i) {
-                        const float* x = Xc + i * d;
-                        double xn = 0.0;
-                        for (int64_t j = 0; j < d; ++j) {
-                            const double v = static_cast<double>(x[j] - mean[j]);
-                            xn += v * v;
-                        }
+                        const double xn = xnv[i];
                         bmu[r0 + i] = idx1[i];
                         second[r0 + i] = idx2[i];
                         d1[r0 + i] = static_cast<float>(std::sqrt(std::max(0.0, xn + static_cast<double>(best1[i]))));
@@ -411,10 +452,26 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
                     d2[r0 + i] = idx2[i] >= 0 ? static_cast<float>(std::sqrt(exact[2 * i + 1])) : inf;
                 }
             });
+            if (sums != nullptr && counts != nullptr) {
+#if CREVKIT_HAS_OPENMP
+#pragma omp ordered
+#endif
+                {
+                    if (!errors.failed())
+                        errors.run([&] {
+                            for (int64_t i = 0; i < m; ++i) {
+                                const int64_t node = bmu[r0 + i];
+                                const float* x = Xc + i * d;
+                                double* __restrict s = sums + node * d;
+                                for (int64_t j = 0; j < d; ++j) s[j] += static_cast<double>(x[j] - mean[j]);
+                                counts[node] += 1.0;
+                            }
+                        });
+                }
+            }
         }
     }
     errors.rethrow();
-    if (sums != nullptr && counts != nullptr) accumulate(X, n, d, mean, bmu, n_nodes, sums, counts, n_threads);
 }
 
 // ---------------------------------------------------------------------------
@@ -467,41 +524,52 @@ inline bool in_bubble(double d2, double sigma) { return d2 <= sigma * sigma + 1e
 
 namespace detail {
 
-typedef double v4d __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
 
-// out[t][v] = sum_{s0 <= s < s1} W[s * ldw + t] * B[s * ldb + v]   (t < 4, v < 8): a 4 x 8
-// register tile of a weighted sum (the separable smoothing's matrix products).
-inline void tile4x8(int64_t s0, int64_t s1, const double* __restrict W, int64_t ldw, const double* __restrict B,
-                    int64_t ldb, double out[4][8]) {
-    v4d a00{}, a01{}, a10{}, a11{}, a20{}, a21{}, a30{}, a31{};
+// out[t][v] = sum_{s0 <= s < s1} W[s * 4 + t] * B[s * 32 + v]   (t < 4, v < 32), s in
+// increasing order: a 4 x 32 register tile (16 accumulators of 8 doubles, enough
+// independent chains to hide the FMA latency) of the separable smoothing's
+// matrix products.  W is a packed strip of four targets' weights, B holds 32
+// features per source, both contiguous.
+// noinline: inlined into its caller, GCC 12 kept spilling accumulators inside the loop.
+__attribute__((noinline)) inline void tile4x32(int64_t s0, int64_t s1, const double* __restrict W, const double* __restrict B,
+                     double out[4][32]) {
+    // sixteen named accumulators (an array of vectors made GCC spill some to the stack)
+    v8d a00{}, a01{}, a02{}, a03{}, a10{}, a11{}, a12{}, a13{};
+    v8d a20{}, a21{}, a22{}, a23{}, a30{}, a31{}, a32{}, a33{};
     for (int64_t s = s0; s < s1; ++s) {
-        v4d b0, b1;
-        std::memcpy(&b0, B + s * ldb, sizeof(v4d));
-        std::memcpy(&b1, B + s * ldb + 4, sizeof(v4d));
-        const double* w = W + s * ldw;
-        a00 += w[0] * b0; a01 += w[0] * b1;
-        a10 += w[1] * b0; a11 += w[1] * b1;
-        a20 += w[2] * b0; a21 += w[2] * b1;
-        a30 += w[3] * b0; a31 += w[3] * b1;
+        v8d b0, b1, b2, b3;
+        const double* bs = B + s * 32;
+        std::memcpy(&b0, bs, sizeof(v8d));
+        std::memcpy(&b1, bs + 8, sizeof(v8d));
+        std::memcpy(&b2, bs + 16, sizeof(v8d));
+        std::memcpy(&b3, bs + 24, sizeof(v8d));
+        const double* w = W + s * 4;
+        const double w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+        a00 += w0 * b0; a01 += w0 * b1; a02 += w0 * b2; a03 += w0 * b3;
+        a10 += w1 * b0; a11 += w1 * b1; a12 += w1 * b2; a13 += w1 * b3;
+        a20 += w2 * b0; a21 += w2 * b1; a22 += w2 * b2; a23 += w2 * b3;
+        a30 += w3 * b0; a31 += w3 * b1; a32 += w3 * b2; a33 += w3 * b3;
     }
-    const v4d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-    for (int t = 0; t < 4; ++t) {
-        std::memcpy(out[t], &acc[t][0], sizeof(v4d));
-        std::memcpy(out[t] + 4, &acc[t][1], sizeof(v4d));
-    }
+    const v8d* acc[4][4] = {{&a00, &a01, &a02, &a03}, {&a10, &a11, &a12, &a13},
+                            {&a20, &a21, &a22, &a23}, {&a30, &a31, &a32, &a33}};
+    for (int t = 0; t < 4; ++t)
+        for (int v = 0; v < 4; ++v) std::memcpy(out[t] + v * 8, acc[t][v], sizeof(v8d));
 }
 
 // Precomputed weights of the separable Gaussian: per (source parity, target
 // parity) a cols x cols_pad matrix along x, per target-row parity a
 // rows x (its target rows, padded to 4) matrix along y, and for every tile of
-// four targets the range of sources with a non-zero weight.
+// four targets the range of sources with a non-zero weight.  wxp / wyp hold
+// the same weights packed per tile of four targets ([tile][source][4]), the
+// layout tile4x32 streams.
 struct GaussPlan {
     static constexpr int64_t W = 32;  // features per block (4 tiles of 8)
     int64_t rows = 0, cols = 0, npar = 1, cols_pad = 0;
-    std::vector<double> wx;
+    std::vector<double> wx, wxp;
     std::vector<int64_t> xlo, xhi;
     std::vector<int64_t> trows[2];
-    std::vector<double> wy[2];
+    std::vector<double> wy[2], wyp[2];
     std::vector<int64_t> ylo[2], yhi[2];
     int64_t nt_pad[2] = {0, 0};
 
@@ -546,7 +614,18 @@ struct GaussPlan {
                 ylo[p][tt] = lo < hi ? lo : 0;
                 yhi[p][tt] = lo < hi ? hi : 0;
             }
+            wyp[p].assign(rows * nt_pad[p], 0.0);
+            for (int64_t tt = 0; tt < ntt; ++tt)
+                for (int64_t rs = 0; rs < rows; ++rs)
+                    for (int64_t t = 0; t < 4; ++t)
+                        wyp[p][(tt * rows + rs) * 4 + t] = wy[p][rs * nt_pad[p] + tt * 4 + t];
         }
+        wxp.assign(wx.size(), 0.0);
+        for (int64_t m = 0; m < npar * npar; ++m)
+            for (int64_t ct = 0; ct < nct; ++ct)
+                for (int64_t cs = 0; cs < cols; ++cs)
+                    for (int64_t t = 0; t < 4; ++t)
+                        wxp[((m * nct + ct) * cols + cs) * 4 + t] = wx[m * cols * cols_pad + cs * cols_pad + ct * 4 + t];
     }
     int64_t tbuf_size() const { return rows * npar * cols_pad * W; }
     int64_t srcbuf_size() const { return cols * W; }
@@ -558,9 +637,9 @@ template <class Emit>
 void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t w, double* tbuf, double* srcbuf,
                     Emit&& emit) {
     constexpr int64_t W = GaussPlan::W;
+    static_assert(W == 32, "tile4x32 covers a whole feature block");
     const int64_t rows = pl.rows, cols = pl.cols, npar = pl.npar, cols_pad = pl.cols_pad, nct = cols_pad / 4;
-    const int64_t nqt = cols_pad * W / 8;
-    double out[4][8];
+    double out[4][32];
     // step 1: along x, per source row, for each target parity
     for (int64_t r = 0; r < rows; ++r) {
         for (int64_t cs = 0; cs < cols; ++cs) {
@@ -571,34 +650,25 @@ void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t 
         const int64_t ps = npar == 2 ? (r & 1) : 0;
         for (int64_t pd = 0; pd < npar; ++pd) {
             const int64_t m = ps * npar + pd;
-            const double* wxm = pl.wx.data() + m * cols * cols_pad;
-            // tbuf layout [pd][q tile = cd * W / 8 + bt][source row r][8]: step 2 reads a q tile's
-            // column over all source rows as one contiguous strip
-            double* t = tbuf + pd * nqt * rows * 8 + r * 8;
+            // tbuf layout [pd][target column cd][source row r][W]: step 2 reads a
+            // column's values over all source rows as one contiguous strip
             for (int64_t ct = 0; ct < nct; ++ct) {
                 const int64_t lo = pl.xlo[m * nct + ct], hi = pl.xhi[m * nct + ct];
-                for (int64_t bt = 0; bt < W / 8; ++bt) {
-                    tile4x8(lo, hi, wxm + ct * 4, cols_pad, srcbuf + bt * 8, W, out);
-                    for (int64_t i = 0; i < 4; ++i)
-                        std::memcpy(t + ((ct * 4 + i) * (W / 8) + bt) * rows * 8, out[i], 8 * sizeof(double));
-                }
+                tile4x32(lo, hi, pl.wxp.data() + (m * nct + ct) * cols * 4, srcbuf, out);
+                for (int64_t i = 0; i < 4 && ct * 4 + i < cols; ++i)
+                    std::memcpy(tbuf + ((pd * cols_pad + ct * 4 + i) * rows + r) * W, out[i], W * sizeof(double));
             }
         }
     }
-    // step 2: along y, per target-row parity; a strip of 8 values of every
-    // source row stays in L1 while all target tiles use it
+    // step 2: along y, per target-row parity and target column
     for (int64_t p = 0; p < npar; ++p) {
         const int64_t nt = static_cast<int64_t>(pl.trows[p].size());
         const int64_t ntt = pl.nt_pad[p] / 4;
-        for (int64_t q0 = 0; q0 < cols * W; q0 += 8) {
-            const int64_t cd = q0 / W, b0 = q0 % W;
-            if (b0 >= w) continue;
-            const int64_t nb = std::min<int64_t>(8, w - b0);
-            const double* B = tbuf + (p * nqt + q0 / 8) * rows * 8;
+        for (int64_t cd = 0; cd < cols; ++cd) {
+            const double* B = tbuf + (p * cols_pad + cd) * rows * W;
             for (int64_t tt = 0; tt < ntt; ++tt) {
-                tile4x8(pl.ylo[p][tt], pl.yhi[p][tt], pl.wy[p].data() + tt * 4, pl.nt_pad[p], B, 8, out);
-                for (int64_t i = 0; i < 4 && tt * 4 + i < nt; ++i)
-                    emit(pl.trows[p][tt * 4 + i] * cols + cd, out[i], b0, nb);
+                tile4x32(pl.ylo[p][tt], pl.yhi[p][tt], pl.wyp[p].data() + tt * rows * 4, B, out);
+                for (int64_t i = 0; i < 4 && tt * 4 + i < nt; ++i) emit(pl.trows[p][tt * 4 + i] * cols + cd, out[i], 0, w);
             }
         }
     }
