@@ -166,14 +166,23 @@ def shift_waveforms(waveforms: Any, shifts: Any, interpolation: str = "fft") -> 
         raise CrevkitValueError("shifts contains NaN or infinite values")
     n = w2.shape[1]
     if interpolation == "fft":
-        # zero padding of at least max|shift| (+ margin for the sinc tails): nothing wraps into the window
+        # zero padding of at least |shift| (+ margin for the sinc tails): nothing wraps into the window.
+        # The padding is chosen per row, never per batch, so a waveform's shift does not depend on
+        # which other waveforms share its call (distributed tasks and local runs agree to the bit).
         import scipy.fft
 
-        pad = scipy.fft.next_fast_len(n + int(np.ceil(np.abs(s).max() if s.size else 0)) + 32, real=True)
-        # float32 FFTs (scipy keeps single precision; numpy.fft would compute in float64)
-        spec = scipy.fft.rfft(w2, n=pad, axis=1)
-        spec *= _phase_ramp(s, pad, spec.shape[1])
-        out = scipy.fft.irfft(spec, n=pad, axis=1)[:, :n]
+        out = np.zeros(w2.shape, np.float32)
+        need = np.ceil(np.abs(s)).astype(np.int64)
+        inside = need < n + 16  # shifted farther, everything leaves the window: zeros
+        pads = np.zeros(need.shape, np.int64)
+        for value in np.unique(need[inside]):
+            pads[need == value] = scipy.fft.next_fast_len(n + int(value) + 32, real=True)
+        for pad in np.unique(pads[inside]):
+            rows = np.flatnonzero(inside & (pads == pad))
+            # float32 FFTs (scipy keeps single precision; numpy.fft would compute in float64)
+            spec = scipy.fft.rfft(w2[rows], n=int(pad), axis=1)
+            spec *= _phase_ramp(s[rows], int(pad), spec.shape[1])
+            out[rows] = scipy.fft.irfft(spec, n=int(pad), axis=1)[:, :n]
     elif interpolation == "linear":
         src = np.arange(n)[None, :] - s[:, None]
         i0 = np.floor(src).astype(np.int64)

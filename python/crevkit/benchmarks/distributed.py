@@ -64,6 +64,7 @@ def run(quick: bool = False, small: bool | None = None) -> str:
             wall_dask, st_dask = _timed_run(root, cluster.scheduler_address, overrides, small)
         tasks = json.loads((root / "run" / "tasks.json").read_text())
         differ = compare_runs(root / "run-local", root / "run")
+        metrics = json.loads((root / "run-local" / "report" / "metrics.json").read_text())
     finally:
         shutil.rmtree(root, ignore_errors=True)
     scene = "small test scene" if small else "default demo scene"
@@ -81,7 +82,14 @@ def run(quick: bool = False, small: bool | None = None) -> str:
               f"- task sizes: cluster.tiles_per_task={overrides['cluster']['tiles_per_task']}, "
               f"shots_per_task={overrides['cluster']['shots_per_task']}; kernels in tasks use 1 thread, "
               "the local run uses both cores in every kernel",
-              f"- load average at the end: {os.getloadavg()[0]:.2f}", ""]
+              f"- load average at the end: {os.getloadavg()[0]:.2f}",
+              f"- the run's own evaluation (report/metrics.json, {metrics['shots_evaluated']} shots with truth): "
+              f"AUC {metrics['auc']:.3f} (Brier {metrics['brier']:.3f}) on noisy shots, {metrics['auc_clean']:.3f} "
+              f"(Brier {metrics['brier_clean']:.3f}) with clean waveforms; cluster purity {metrics['cluster_purity']:.2f} "
+              f"({metrics['n_clusters']} clusters); change map on {metrics['change']['n_cells']} cells: accuracy "
+              f"{metrics['change']['accuracy']:.2f}, appeared recall {metrics['change']['appeared_recall']:.2f}, "
+              f"vanished recall {metrics['change']['vanished_recall']:.2f}",
+              ""]
     return "\n".join(lines)
 
 
