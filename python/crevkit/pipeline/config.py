@@ -54,7 +54,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "cluster": {
         "scheduler": _k(str, "local", "'local' (this process), a Dask scheduler address (tcp://host:8786), 'slurm' or 'pbs'"),
-        "tiles_per_task": _k(int, 2048, "tiles per Dask task (simulate, features); rounded up to the stage's batch_size"),
+        "tiles_per_task": _k(int, 2048, "tiles per Dask task (simulate, features)"),
         "shots_per_task": _k(int, 8192, "shots per Dask task (denoise, match)"),
         "task_threads": _k(int, 1, "OpenMP / torch threads per Dask task (worker processes are the parallelism)"),
         "retries": _k(int, 3, "times a failed Dask task is resubmitted"),
@@ -90,6 +90,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ef_construction": _k(int, 200, "HNSW build beam"),
         "ef": _k(int, 32, "HNSW query beam"),
         "rerank": _k(int, 32, "candidates re-ranked exactly in full dimension"),
+        "deterministic": _k(bool, True, "one-thread graph build: the same graph, hence the same matches, every run "
+                            "(false: all threads, about twice as fast, matches may differ between runs)"),
     },
     "noise_model": {
         "max_vectors": _k(int, 200000, "noise vectors kept in the pool"),

@@ -100,7 +100,7 @@ def tile_distributed(ctx, executor) -> StageCounts:
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
     tasks = [dict(frame=f, part=str(parts / f"frame-{i:06d}"), resolution=cfg["resolution"],
                   tile_size_m=cfg["tile_size_m"], crs=cfg["crs"], reproject=cfg["reproject"],
-                  batch_size=cfg["batch_size"]) for i, f in enumerate(todo)]
+                  batch_size=cfg["batch_size"], n=1) for i, f in enumerate(todo)]
     results = executor.map(tile_frame_task, tasks, desc="tile")
     merged = merge_tile_stores([t["part"] for t, r in zip(tasks, results) if (Path(t["part"]) / "store.json").exists()],
                                store, batch_size=cfg["batch_size"])
@@ -135,9 +135,7 @@ def simulate_distributed(ctx, executor, options: dict) -> StageCounts:
 
     cfg = ctx.section("simulate")
     store = TileStore(ctx.path("tiles"))
-    # tasks are whole multiples of the library's batch (its Zarr chunk) rows
-    size = _task_size(ctx.section("cluster")["tiles_per_task"], cfg["batch_size"])
-    ranges = _ranges(len(store), size)
+    ranges = _ranges(len(store), ctx.section("cluster")["tiles_per_task"])
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
     paths = _part_paths(parts, len(ranges), ".npy")
     tasks = [dict(store=str(store.path), start=a, stop=b, part=p, pixel_size=ctx.section("tile")["resolution"],
@@ -149,10 +147,6 @@ def simulate_distributed(ctx, executor, options: dict) -> StageCounts:
                            waveform_parts=paths, **options)
     remove_parts(parts)
     return counts
-
-
-def _task_size(per_task: int, batch: int) -> int:
-    return max(1, -(-per_task // batch)) * batch
 
 
 # ------------------------------------------------------------------ features
@@ -184,8 +178,7 @@ def features_distributed(ctx, executor) -> StageCounts:
     keep, tolerance = (None, cfg["tolerance"]) if cfg["tolerance"] is not None else (cfg["keep"], None)
     k = feature_keep(tiles, keep=keep, tolerance=tolerance, metric="rms", seed=ctx.seed(), pixel_size=pixel_size,
                      n_threads=ctx.n_threads)
-    size = _task_size(ctx.section("cluster")["tiles_per_task"], cfg["batch_size"])
-    ranges = _ranges(len(store), size)
+    ranges = _ranges(len(store), ctx.section("cluster")["tiles_per_task"])
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
     paths = _part_paths(parts, len(ranges), ".npz")
     tasks = [dict(store=str(store.path), start=a, stop=b, part=p, k=k, pixel_size=pixel_size,

@@ -129,7 +129,7 @@ def index_stage(ctx: Context) -> StageCounts:
     library = _library(ctx)
     index = WaveformIndex.build(np.asarray(library.waveforms[:]), tile_ids=library.tile_ids, transform=cfg["transform"], alignment=cfg["alignment"], M=cfg["M"],
                                 ef_construction=cfg["ef_construction"], ef_search=cfg["ef"], rerank=cfg["rerank"],
-                                seed=ctx.seed(),
+                                seed=ctx.seed(), deterministic=cfg["deterministic"],
                                 n_threads=ctx.n_threads, instrument=ctx.config["instrument"])
     index.save(ctx.path(INDEX))
     return StageCounts("index", found=len(library), done=index.count,
