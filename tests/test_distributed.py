@@ -100,6 +100,10 @@ def _same_outputs(a: Path, b: Path) -> None:
         with rasterio.open(b / "maps" / name) as src:
             assert src.crs.to_epsg() == 3413 and np.isfinite(src.read(1)).any(), name
     assert not (b / "_parts").exists() or not any((b / "_parts").iterdir())
+    for state in sorted((a / "state").glob("*.json")):  # the same found / done / skipped / failed per stage
+        ca, cb = (json.loads(p.read_text())["counts"] for p in (state, b / "state" / state.name))
+        assert {k: ca[k] for k in ("found", "done", "skipped", "failed")} == \
+            {k: cb[k] for k in ("found", "done", "skipped", "failed")}, state.stem
 
 
 def test_local_cluster_run_equals_local_run(runs):

@@ -196,9 +196,10 @@ def features_distributed(ctx, executor) -> StageCounts:
 
 def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, denoiser: str | None,
                  n_threads: int, n: int = 0) -> dict:
-    """Denoised waveforms of shots ``[start, stop)`` into ``part`` (.npy); missing shots stay NaN."""
-    if os.path.exists(part):
-        return {"done": -1}
+    """Denoised waveforms of shots ``[start, stop)`` into ``part`` (.npy); missing shots stay NaN.
+
+    Returns the range's done / skipped (missing) / failed counts, also when the part already exists.
+    """
     from ..denoise import Denoiser, classical_denoise
     from ..shot_table import ShotTable
     from .stages import CLASSICAL_DENOISE, _recorded_rows
@@ -206,14 +207,17 @@ def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, d
     table = ShotTable.load(shots, mmap=True)
     raw = _recorded_rows(table.waveforms[start:stop], n_samples)
     present = np.isfinite(raw).all(axis=1)
-    clean = np.full(raw.shape, np.nan, np.float32)
-    if present.any():
-        if denoiser is not None:
-            model = _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads))
-            clean[present] = model.transform(raw[present])
-        else:
-            clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
-    _save_npy(part, clean)
+    if os.path.exists(part):
+        clean = np.load(part)
+    else:
+        clean = np.full(raw.shape, np.nan, np.float32)
+        if present.any():
+            if denoiser is not None:
+                model = _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads))
+                clean[present] = model.transform(raw[present])
+            else:
+                clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
+        _save_npy(part, clean)
     ok = np.isfinite(clean).all(axis=1)
     return {"done": int(ok.sum()), "skipped": int((~present).sum()), "failed": int((present & ~ok).sum())}
 
@@ -247,25 +251,10 @@ def denoise_distributed(ctx, executor, n_samples: int, denoiser: Path | None) ->
     tasks = [dict(shots=str(shots), start=a, stop=b, part=p, n_samples=n_samples,
                   denoiser=str(denoiser) if denoiser is not None else None, n_threads=executor.task_threads, n=b - a)
              for (a, b), p in zip(ranges, paths)]
-    executor.map(denoise_task, tasks, desc="denoise")
+    results = executor.map(denoise_task, tasks, desc="denoise")
     _assemble_npy(paths, ctx.path("shots/denoised.npy"), (n, n_samples))
     remove_parts(parts)
-    clean = np.load(ctx.path("shots/denoised.npy"), mmap_mode="r")
-    ok = np.zeros(n, bool)
-    for a, b in ranges:
-        ok[a:b] = np.isfinite(clean[a:b]).all(axis=1)
-    table = ShotTable.load(shots, mmap=True)
-    present = np.zeros(n, bool)
-    for a, b in ranges:
-        present[a:b] = np.isfinite(_recorded(table, a, b, n_samples)).all(axis=1)
-    return StageCounts("denoise", found=n, done=int(ok.sum()), skipped=int((~present).sum()),
-                       failed=int((present & ~ok).sum()))
-
-
-def _recorded(table, a: int, b: int, n_samples: int) -> np.ndarray:
-    from .stages import _recorded_rows
-
-    return _recorded_rows(table.waveforms[a:b], n_samples)
+    return StageCounts("denoise", found=n, **{key: sum(r[key] for r in results) for key in ("done", "skipped", "failed")})
 
 
 # ------------------------------------------------------------------ match
