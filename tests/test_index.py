@@ -447,3 +447,54 @@ def test_fft_shift_of_a_row_does_not_depend_on_its_batch():
     for i in range(40):
         np.testing.assert_array_equal(whole[i], shift_waveforms(w[i], s[i]))
     assert not whole[1].any()  # shifted out of the window entirely
+
+
+def _unit_rows(rng, n, d):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(1, 600), m=st.integers(1, 40), c=st.integers(1, 40),
+       seed=st.integers(0, 2**31 - 1), threads=st.sampled_from([1, 2]))
+def test_rerank_kernel_matches_its_twin(n, d, m, c, seed, threads):
+    from crevkit.index import rerank_distances
+    from crevkit.reference.index import rerank_distances as twin
+
+    rng = np.random.default_rng(seed)
+    v = _unit_rows(rng, n, d)
+    q = v[rng.integers(0, n, m)] if seed % 2 else _unit_rows(rng, m, d)  # half the cases: exact self-matches
+    lab = rng.integers(0, n, (m, c))
+    got = rerank_distances(v, q, lab, n_threads=threads)
+    want = twin(v, q, lab)
+    assert got.dtype == np.float32 and got.shape == (m, c)
+    assert (got >= 0).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=4e-6)
+    # a dot product's summation order depends only on d: any split of the queries gives the same bits
+    h = max(1, m // 2)
+    assert np.array_equal(got[:h], rerank_distances(v, q[:h], lab[:h], n_threads=1))
+
+
+def test_rerank_distances_closed_form_and_bad_input():
+    from crevkit.errors import CrevkitTypeError
+    from crevkit.index import rerank_distances
+
+    # orthogonal unit vectors are at squared distance 2, a vector from itself at 0, its negative at 4
+    v = np.eye(4, 20, dtype=np.float32)
+    v[3] = -v[0]
+    d = rerank_distances(v, v[:1], np.array([[0, 1, 2, 3]]))
+    np.testing.assert_array_equal(d, [[0.0, 2.0, 2.0, 4.0]])
+    with pytest.raises(CrevkitValueError, match="outside the 4 library rows"):
+        rerank_distances(v, v[:1], np.array([[0, 4]]))
+    with pytest.raises(CrevkitValueError, match="outside"):
+        rerank_distances(v, v[:1], np.array([[-1]]))
+    with pytest.raises(CrevkitValueError, match="columns"):
+        rerank_distances(v, v[:1, :10], np.array([[0]]))
+    with pytest.raises(CrevkitValueError, match="labels must have shape"):
+        rerank_distances(v, v[:2], np.array([[0]]))
+    with pytest.raises(CrevkitTypeError, match="labels must hold integers"):
+        rerank_distances(v, v[:1], np.array([[0.0]]))
+    with pytest.raises(CrevkitTypeError, match="vectors must be float32"):
+        rerank_distances(v.astype(np.float64), v[:1], np.array([[0]]))
+    with pytest.raises(CrevkitValueError, match="queries contains NaN"):
+        rerank_distances(v, np.full((1, 20), np.nan, np.float32), np.array([[0]]))

@@ -368,3 +368,47 @@ def test_save_load_round_trip_and_integrity(tmp_path):
     with pytest.raises(IndexIntegrityError, match="checksum"):
         SelfOrganizingMap.load(tmp_path / "bad.npz")
     assert not list(tmp_path.glob(".*tmp"))  # no temporary left behind
+
+
+# --------------------------------------------------------------------------- PCA init, memory
+
+
+def test_streamed_pca_init_finds_the_leading_axes():
+    from crevkit.som import _streamed_pca
+
+    rng = np.random.default_rng(4)
+    # a clear spectrum (axis scales 8, 5, then <= 1) around a large offset
+    scales = np.concatenate([[8.0, 5.0], np.linspace(1.0, 0.1, 118)])
+    X = (100.0 + rng.normal(size=(2500, 120)) * scales).astype(np.float32)
+    mean = X.astype(np.float64).mean(0)
+    s, comps = _streamed_pca(X, np.arange(2500), mean, 2, seed=0, block_bytes=8 * 120 * 300)  # 300-row blocks
+    _, S, vt = np.linalg.svd(X.astype(np.float64) - mean, full_matrices=False)
+    np.testing.assert_allclose(s, S[:2], rtol=1e-6)
+    np.testing.assert_allclose(np.abs((comps * vt[:2]).sum(axis=1)), 1.0, atol=1e-6)
+    # the sign convention: each axis's largest-magnitude entry is positive
+    assert all(c[np.abs(c).argmax()] > 0 for c in comps)
+
+
+def test_fit_memory_above_a_memmapped_X_stays_within_the_codebook_budget(tmp_path):
+    """No sample copy of X: memory above X is the codebook, the node sums and one block (the issue's budget)."""
+    import tracemalloc
+
+    import crevkit.som as som_mod
+
+    rng = np.random.default_rng(0)
+    n, d, rows, cols = 12_000, 1_500, 6, 6
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+    for s in range(0, n, 2000):
+        X[s:s + 2000] = rng.normal(size=(2000, d)) + 0.01 * np.arange(d)
+    X.flush()
+    del X
+    mm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    tracemalloc.start()
+    try:
+        SelfOrganizingMap(rows, cols, epochs=1, seed=0).fit(mm)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    budget = rows * cols * d * 12 + som_mod._BLOCK_BYTES
+    # a float64 copy of the 10,000-row PCA sample alone would be 120 MB
+    assert peak <= budget, f"peak {peak / 2**20:.0f} MiB above X, budget {budget / 2**20:.0f} MiB"

@@ -7,7 +7,7 @@
 #endif
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "crevkit compiled kernels (forward model, tile features, SOM); use the crevkit wrappers";
+    m.doc() = "crevkit compiled kernels (forward model, tile features, SOM, index re-ranking); use the crevkit wrappers";
     m.attr("_has_openmp") = static_cast<bool>(CREVKIT_HAS_OPENMP);
     m.attr("__version__") = CREVKIT_VERSION;
     m.def("_omp_max_threads", []() {
@@ -31,4 +31,5 @@ PYBIND11_MODULE(_core, m) {
     register_forward(m);
     register_features(m);
     register_som(m);
+    register_index(m);
 }

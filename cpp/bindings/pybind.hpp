@@ -35,3 +35,4 @@ inline void require(bool ok, const std::string& message) {
 void register_forward(py::module_& m);
 void register_features(py::module_& m);
 void register_som(py::module_& m);
+void register_index(py::module_& m);

@@ -100,3 +100,11 @@ def som_smooth(
     sigma: float,
     n_threads: int,
 ) -> int: ...
+
+# --- index re-ranking (crevkit.index) ---
+def rerank_distances(
+    vectors: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.int64],
+    n_threads: int,
+) -> npt.NDArray[np.float32]: ...

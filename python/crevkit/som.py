@@ -260,6 +260,49 @@ def _read_rows(X: Any, idx: np.ndarray) -> np.ndarray:
     return np.asarray(X[idx], dtype=np.float64)  # h5py: sorted fancy index
 
 
+
+def _streamed_pca(X: Any, idx: np.ndarray, mean64: np.ndarray, n_comp: int, seed: int,
+                  n_iter: int = 10, oversample: int = 10, block_bytes: int = 16 * 2**20):
+    """Leading principal axes of rows ``idx`` of X, reading them in blocks.
+
+    Randomized subspace iteration on the Gram operator ``SᵀS`` of the centred
+    sample ``S`` (Halko, Martinsson & Tropp 2011): each iteration is one pass
+    over the sample, ``Z = Σ_blocks Bᵀ(B Q)``, then a QR; a last pass gives the
+    Rayleigh–Ritz projection.  Only one float64 block of rows (``block_bytes``)
+    and ``d × (n_comp + oversample)`` matrices exist at a time, never the
+    sample itself (10,000 × 5,000 float64 would be 400 MB, more than the
+    codebook and the per-node sums of a 40 × 40 map together).  The blocks
+    depend only on ``d``, so an in-memory and a streamed X give the same bits.
+
+    Returns ``(singular_values, components)``: shapes ``(n_comp,)`` and
+    ``(n_comp, d)``, each component's largest-magnitude entry positive.
+    """
+    d = int(mean64.shape[0])
+    n_sub = int(idx.shape[0])
+    ell = min(d, n_sub, n_comp + oversample)
+    step = max(1, block_bytes // (8 * d))
+    rng = np.random.default_rng(seed)
+
+    def gram_times(Q: np.ndarray) -> np.ndarray:
+        Z = np.zeros_like(Q)
+        for s0 in range(0, n_sub, step):
+            B = _read_rows(X, idx[s0:s0 + step])
+            B -= mean64
+            Z += B.T @ (B @ Q)
+        return Z
+
+    Q, _ = np.linalg.qr(rng.standard_normal((d, ell)))
+    for _ in range(n_iter):
+        Q, _ = np.linalg.qr(gram_times(Q))
+    Z = gram_times(Q)
+    evals, U = np.linalg.eigh(Q.T @ Z)  # ascending
+    order = np.argsort(evals)[::-1][:n_comp]
+    comps = (Q @ U[:, order]).T
+    sign = np.sign(comps[np.arange(n_comp), np.abs(comps).argmax(axis=1)])
+    comps *= np.where(sign == 0, 1.0, sign)[:, None]
+    return np.sqrt(np.clip(evals[order], 0.0, None)), comps
+
+
 # --------------------------------------------------------------------------- estimator
 
 
@@ -450,15 +493,10 @@ class SelfOrganizingMap:
         # PCA plane
         n_sub = min(n, 10_000)
         idx = np.arange(n) if n_sub == n else np.sort(rng.choice(n, size=n_sub, replace=False))
-        sub = _read_rows(X, idx)
-        sub -= mean64  # in place: this float64 copy is the largest temporary of a fit
         n_comp = min(2, d, n_sub - 1) if n_sub > 1 else 0
         if n_comp == 0 or k == 1:
             return np.repeat(mean64[None, :].astype(np.float32), k, axis=0)
-        from sklearn.utils.extmath import randomized_svd
-
-        _, svals, vt = randomized_svd(sub, n_components=n_comp, random_state=int(self.seed))
-        del sub
+        svals, vt = _streamed_pca(X, idx, mean64, n_comp, int(self.seed))
         std = svals / math.sqrt(n_sub)
         pos = node_positions(rows, cols, self.topology)
         coords = []

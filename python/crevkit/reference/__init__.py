@@ -3,7 +3,7 @@
 Each twin has the public wrapper's signature and implements the same
 algorithm in float64, without the performance tricks.  The SOM twin is the
 submodule ``crevkit.reference.som`` (imported on first use: it needs
-``crevkit.som``).
+``crevkit.som``); the index re-rank twin is ``crevkit.reference.index``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .forward import simulate_waveforms
 
 __all__ = ["simulate_waveforms", "normalize_tiles", "dct_compress", "dct_decompress"]
 
-_SUBMODULES = ("som",)
+_SUBMODULES = ("som", "index")
 
 
 def __getattr__(name: str) -> Any:
