@@ -52,9 +52,25 @@
 
 namespace crevkit::som {
 
+// Micro-kernel shape: MR x NR accumulators of VW floats must fit the vector
+// registers with room for NR / VW operands and a broadcast.  AVX-512 has 32
+// registers of 16 floats: 12 x 32 (24 accumulators) measured ~10 % faster
+// than 6 x 16 of 8-float vectors at 20 x 20 and 40 x 40 maps, and at the
+// machine's sgemm rate.  Elsewhere (AVX2: 16 registers of 8 floats) 6 x 16.
 #ifndef CREVKIT_SOM_KC
-#define CREVKIT_SOM_KC 256
+#define CREVKIT_SOM_KC 512
 #endif
+#if defined(__AVX512F__)
+#ifndef CREVKIT_SOM_NR
+#define CREVKIT_SOM_NR 32
+#endif
+#ifndef CREVKIT_SOM_VW
+#define CREVKIT_SOM_VW 16
+#endif
+#ifndef CREVKIT_SOM_MR
+#define CREVKIT_SOM_MR 12
+#endif
+#else
 #ifndef CREVKIT_SOM_NR
 #define CREVKIT_SOM_NR 16
 #endif
@@ -63,6 +79,7 @@ namespace crevkit::som {
 #endif
 #ifndef CREVKIT_SOM_MR
 #define CREVKIT_SOM_MR 6
+#endif
 #endif
 #ifndef CREVKIT_SOM_NC
 #define CREVKIT_SOM_NC 512
@@ -566,6 +583,7 @@ __attribute__((noinline)) inline void tile4x32(int64_t s0, int64_t s1, const dou
 struct GaussPlan {
     static constexpr int64_t W = 32;  // features per block (4 tiles of 8)
     int64_t rows = 0, cols = 0, npar = 1, cols_pad = 0;
+    int64_t max_xwin = 0;  // widest source range along x of a tile of four targets
     std::vector<double> wx, wxp;
     std::vector<int64_t> xlo, xhi;
     std::vector<int64_t> trows[2];
@@ -593,6 +611,7 @@ struct GaussPlan {
                             if (w[cs * cols_pad + ct * 4 + t] != 0.0) { lo = std::min(lo, cs); hi = std::max(hi, cs + 1); }
                     xlo[m * nct + ct] = lo < hi ? lo : 0;
                     xhi[m * nct + ct] = lo < hi ? hi : 0;
+                    max_xwin = std::max(max_xwin, xhi[m * nct + ct] - xlo[m * nct + ct]);
                 }
             }
         for (int64_t p = 0; p < npar; ++p) {
@@ -633,20 +652,43 @@ struct GaussPlan {
 
 // Gaussian smoothing of features [0, w) (w <= 32) of src (node rows, stride ld),
 // emit(node, values, b0, nb) receives features b0 .. b0 + nb of a node.
+// The pass along x skips source nodes whose values here are all zero (a node
+// without hits has an all-zero sum): skipping a zero term leaves every
+// partial sum unchanged, so the result is the dense one (the sign of an exact
+// zero aside).  On a large map most nodes have no hit (10,000 samples on a
+// 200 x 300 map hit at most a sixth), and that pass is the larger of the two.
+// hs (cols) and wg (4 * cols): caller's scratch.
 template <class Emit>
 void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t w, double* tbuf, double* srcbuf,
-                    Emit&& emit) {
+                    int64_t* hs, double* wg, Emit&& emit) {
     constexpr int64_t W = GaussPlan::W;
     static_assert(W == 32, "tile4x32 covers a whole feature block");
     const int64_t rows = pl.rows, cols = pl.cols, npar = pl.npar, cols_pad = pl.cols_pad, nct = cols_pad / 4;
     double out[4][32];
     // step 1: along x, per source row, for each target parity
     for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t cs = 0; cs < cols; ++cs) {
-            const double* s = src + (r * cols + cs) * ld;
-            double* dst = srcbuf + cs * W;
-            for (int64_t b = 0; b < W; ++b) dst[b] = b < w ? s[b] : 0.0;
+        // the row's non-zero sources, compacted; with narrow windows (late
+        // epochs) there is little to skip and the dense path is faster
+        int64_t h = 0;
+        if (pl.max_xwin >= 48) {
+            for (int64_t cs = 0; cs < cols; ++cs) {
+                const double* s = src + (r * cols + cs) * ld;
+                double* dst = srcbuf + h * W;
+                bool nonzero = false;
+                for (int64_t b = 0; b < W; ++b) {
+                    dst[b] = b < w ? s[b] : 0.0;
+                    nonzero |= dst[b] != 0.0;
+                }
+                if (nonzero) hs[h++] = cs;
+            }
         }
+        const bool dense = h == cols || pl.max_xwin < 48;
+        if (dense && h != cols)
+            for (int64_t cs = 0; cs < cols; ++cs) {
+                const double* s = src + (r * cols + cs) * ld;
+                double* dst = srcbuf + cs * W;
+                for (int64_t b = 0; b < W; ++b) dst[b] = b < w ? s[b] : 0.0;
+            }
         const int64_t ps = npar == 2 ? (r & 1) : 0;
         for (int64_t pd = 0; pd < npar; ++pd) {
             const int64_t m = ps * npar + pd;
@@ -654,7 +696,17 @@ void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t 
             // column's values over all source rows as one contiguous strip
             for (int64_t ct = 0; ct < nct; ++ct) {
                 const int64_t lo = pl.xlo[m * nct + ct], hi = pl.xhi[m * nct + ct];
-                tile4x32(lo, hi, pl.wxp.data() + (m * nct + ct) * cols * 4, srcbuf, out);
+                const double* wt = pl.wxp.data() + (m * nct + ct) * cols * 4;
+                if (dense) {
+                    tile4x32(lo, hi, wt, srcbuf, out);
+                } else {
+                    // sources lo <= hs[i] < hi, in increasing order, with their weights gathered
+                    const int64_t i0 = std::lower_bound(hs, hs + h, lo) - hs;
+                    const int64_t i1 = std::lower_bound(hs + i0, hs + h, hi) - hs;
+                    for (int64_t i = i0; i < i1; ++i)
+                        for (int64_t t = 0; t < 4; ++t) wg[i * 4 + t] = wt[hs[i] * 4 + t];
+                    tile4x32(i0, i1, wg, srcbuf, out);
+                }
                 for (int64_t i = 0; i < 4 && ct * 4 + i < cols; ++i)
                     std::memcpy(tbuf + ((pd * cols_pad + ct * 4 + i) * rows + r) * W, out[i], W * sizeof(double));
             }
@@ -736,8 +788,9 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
     // denominators sum_j h_jk counts_j (width 1), by the same code path as the numerators
     std::vector<double> den(n_nodes, 0.0);
     if (plan) {
-        std::vector<double> tbuf(plan->tbuf_size()), srcbuf(plan->srcbuf_size());
-        detail::gaussian_block(*plan, counts, 1, 1, tbuf.data(), srcbuf.data(),
+        std::vector<double> tbuf(plan->tbuf_size()), srcbuf(plan->srcbuf_size()), wg(4 * g.cols);
+        std::vector<int64_t> hs(g.cols);
+        detail::gaussian_block(*plan, counts, 1, 1, tbuf.data(), srcbuf.data(), hs.data(), wg.data(),
                                [&](int64_t k, const double* v, int64_t, int64_t) { den[k] = v[0]; });
     } else {
         std::vector<double> acc(1);
@@ -755,12 +808,15 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
 #pragma omp parallel num_threads(nt)
 #endif
     {
-        std::vector<double> tbuf, srcbuf, acc;
+        std::vector<double> tbuf, srcbuf, acc, wg;
+        std::vector<int64_t> hs;
         std::vector<float> obuf;
         errors.run([&] {
             if (plan) {
                 tbuf.resize(plan->tbuf_size());
                 srcbuf.resize(plan->srcbuf_size());
+                wg.resize(4 * g.cols);
+                hs.resize(g.cols);
                 obuf.resize(n_nodes * width);
             } else {
                 acc.resize(width);
@@ -788,7 +844,8 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
                         const double dk = den[k];
                         for (int64_t b = 0; b < nbv; ++b) ob[k * width + b0 + b] = static_cast<float>(v[b] / dk);
                     };
-                    detail::gaussian_block(*plan, sums + j0, d, w, tbuf.data(), srcbuf.data(), collect);
+                    detail::gaussian_block(*plan, sums + j0, d, w, tbuf.data(), srcbuf.data(), hs.data(),
+                                           wg.data(), collect);
                     const int64_t k_pad = detail::round_up(n_nodes, detail::NR);
                     for (int64_t g0 = 0; g0 < k_pad; g0 += detail::NR) {
                         float* base = P + detail::packed_offset(g0, j0, n_nodes, d);
