@@ -140,6 +140,27 @@ def test_update_from_injected_bmus_equals_twin(topology, neighborhood, toroidal,
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("toroidal", [False, True])
+def test_wide_gaussian_update_on_a_sparsely_hit_map_equals_twin(topology, toroidal):
+    """Windows of 48+ columns take the path that skips all-zero source nodes: still the twin's update."""
+    rows, cols, d = 4, 64, 40
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(30, d)).astype(np.float32) - 2.0
+    k = rows * cols
+    bmu = rng.choice(k, len(X), replace=True).astype(np.int64)  # at most 30 of 256 nodes hit
+    W = rng.normal(size=(k, d)).astype(np.float32)
+    mu = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+    sums, counts = np.zeros((k, d)), np.zeros(k)
+    _core.som_accumulate(X, mu, bmu, sums, counts, 1)
+    for sigma in (8.0, 30.0):
+        P = packed(W, mu)
+        _core.som_smooth(sums, counts, P, rows, cols, TOPOLOGIES.index(topology), toroidal, 0, sigma, 2)
+        got = _core.som_unpack(P, k, d, mu, 1)
+        want = ref.batch_update(X, bmu, W, rows, cols, topology, toroidal, "gaussian", sigma)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_nodes_without_neighbourhood_weight_keep_their_weights():
     rows, cols, d = 5, 5, 4
     X = np.ones((10, d), np.float32)
