@@ -127,6 +127,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "probability": {
         "weighting": _k(str, "inverse_distance", "vote weighting", ("uniform", "inverse_distance", "softmax")),
+        "snr_half": _k(NUM, 10.0, "shot SNR at which its matches and the labelled tiles' base rate weigh the same "
+                                  "(weak shots pulled toward the base rate; 0: off)"),
     },
     "map": {
         "cell_size": _k(NUM, 1000.0, "raster cell (m)"),

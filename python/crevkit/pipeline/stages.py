@@ -343,18 +343,22 @@ def probability_stage(ctx: Context) -> StageCounts:
     import pandas as pd
 
     from .._atomic import atomic_path
-    from ..probability import shot_probabilities
+    from ..probability import apply_snr, shot_probabilities, shot_snr
 
-    table = _shot_table(ctx).table
+    cfg = ctx.section("probability")
+    shots = _shot_table(ctx)
+    table = shots.table
+    labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
     if ctx.executor is not None:
         from .distributed_stages import probability_distributed
 
         probs = probability_distributed(ctx, ctx.executor)
     else:
         matches = np.load(ctx.path(MATCHES))
-        labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
-        probs = shot_probabilities(matches["rows"], matches["distances"], labels,
-                                   weighting=ctx.section("probability")["weighting"])
+        probs = shot_probabilities(matches["rows"], matches["distances"], labels, weighting=cfg["weighting"])
+    if cfg["snr_half"] > 0:  # weak shots toward the base rate (same on both paths: applied here)
+        snr = shot_snr(shots.waveforms, table["bg_mean"].to_numpy(), table["bg_sd"].to_numpy())
+        probs = apply_snr(probs, snr, labels, snr_half=cfg["snr_half"])
     out = pd.DataFrame({
         "shot_id": table["shot_id"].astype("int64").to_numpy(),
         "time": table["time"].to_numpy(),
