@@ -101,6 +101,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "steps": _k(int, 1500, "training steps"),
         "batch_size": _k(int, 256, "training batch size"),
     },
+    "denoise": {  # inference only: changing it does not retrain the denoiser
+        "blend": _k(bool, True, "mix the network's output with a noise-floored matched filter "
+                                "(crevkit.denoise.blend_with_classical)"),
+    },
     "match": {
         "k": _k(int, 30, "matches per shot"),
         "batch_size": _k(int, 8192, "shots per query batch"),

@@ -226,7 +226,8 @@ def denoise_stage(ctx: Context) -> StageCounts:
     clean = np.full(raw.shape, np.nan, np.float32)
     if present.any():
         if ctx.section("denoiser")["enabled"]:
-            clean[present] = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(raw[present])
+            clean[present] = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(
+                raw[present], blend=ctx.section("denoise")["blend"])
         else:
             clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
     with atomic_path(ctx.path(DENOISED), suffix=".npy") as tmp:
@@ -344,9 +345,10 @@ def probability_stage(ctx: Context) -> StageCounts:
 
     from .._atomic import atomic_path
     from ..probability import apply_snr, shot_probabilities, shot_snr
+    from ..shot_table import ShotTable
 
     cfg = ctx.section("probability")
-    shots = _shot_table(ctx)
+    shots = ShotTable.load(ctx.path(SHOTS), mmap=True)  # waveforms read in blocks for the SNR only
     table = shots.table
     labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
     if ctx.executor is not None:
@@ -404,7 +406,7 @@ STAGES: list[Stage] = [
     Stage("shots", shots_stage, sections=(), inputs=("shots", "geolocation"), outputs=(SHOTS,)),
     Stage("noise-model", noise_model_stage, sections=("noise_model",), outputs=(NOISE,)),
     Stage("train-denoiser", train_denoiser_stage, sections=("denoiser",), outputs=(DENOISER,)),
-    Stage("denoise", denoise_stage, sections=("denoiser",), outputs=(DENOISED,)),
+    Stage("denoise", denoise_stage, sections=("denoiser", "denoise"), outputs=(DENOISED,)),
     Stage("match", match_stage, sections=("match",), outputs=(MATCHES,)),
     Stage("features", features_stage, sections=("features", "tile"), outputs=(f"{FEATURES}/features.parquet",)),
     Stage("som", som_stage, sections=("som",), outputs=(f"{SOM}/som.npz", f"{SOM}/bmu.npz")),
