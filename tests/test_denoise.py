@@ -298,8 +298,18 @@ def test_transform_streams_batches_and_marks_bad_rows(library, tmp_path):
     # cut) can turn that into ~1e-5 differences on single samples, nothing more
     np.testing.assert_allclose(parts, whole, atol=1e-4)
     den.config["blend"] = False
-    np.testing.assert_allclose(den.transform(x, batch_size=7), den.transform(x, batch_size=64), atol=1e-6)
+    net = den.transform(x, batch_size=64)
+    np.testing.assert_allclose(den.transform(x, batch_size=7), net, atol=1e-6)
     den.config["blend"] = True
+    # the per-call override: blend=False is the network alone, blend=True its blend with the shot
+    np.testing.assert_array_equal(den.transform(x, batch_size=64, blend=False), net)
+    den.config["blend"] = False
+    ok = np.isfinite(x).all(axis=1)
+    np.testing.assert_allclose(den.transform(x, batch_size=64, blend=True)[ok], blend_with_classical(net[ok], x[ok]),
+                               atol=1e-5)
+    den.config["blend"] = True
+    with pytest.raises(CrevkitTypeError):
+        den.transform(x, blend="yes")
     assert np.isnan(whole[5]).all() and np.isfinite(np.delete(whole, 5, axis=0)).all()
     np.testing.assert_allclose(np.delete(whole, 5, axis=0).sum(axis=1), 1.0, rtol=1e-4)
     np.save(tmp_path / "shots.npy", x)

@@ -100,3 +100,48 @@ def test_validation():
         shot_probabilities(ROWS, -DIST, LABELS)
     with pytest.raises(CrevkitValueError, match="temperature"):
         shot_probabilities(ROWS, DIST, LABELS, weighting="softmax", temperature=0)
+
+
+def test_snr_pulls_weak_shots_toward_the_labelled_base_rate():
+    from crevkit.probability import apply_snr, labelled_prior, shrink_toward_prior, snr_reliability
+
+    prior = labelled_prior(LABELS)
+    assert prior == pytest.approx(2 / 4)  # crevasse, crevasse, other, ridge are labelled
+    snr = np.array([1000.0, 10.0, 5.0, np.nan])
+    plain = shot_probabilities(ROWS, DIST, LABELS)
+    df = shot_probabilities(ROWS, DIST, LABELS, snr=snr, snr_half=10.0)
+    rel = snr ** 2 / (snr ** 2 + 100.0)
+    rel[3] = 1.0  # unknown SNR: no pull
+    np.testing.assert_allclose(df["reliability"], rel)
+    np.testing.assert_allclose(df["p_matches"], plain["p_crevasse"])
+    share = plain["p_crevasse"].to_numpy()
+    np.testing.assert_allclose(df["p_crevasse"], prior + rel * (share - prior))
+    assert df["p_crevasse"][1] == pytest.approx(0.5 * (prior + share[1]))  # SNR = snr_half: halfway
+    assert np.isnan(df["p_crevasse"][2])
+    np.testing.assert_allclose(df["confidence"], plain["confidence"] * rel)
+    # a strong shot keeps its share; the pull never crosses the prior; off when snr_half = 0
+    assert abs(df["p_crevasse"][0] - share[0]) < 1e-3
+    np.testing.assert_array_equal(snr_reliability(snr, 0.0), 1.0)
+    p = np.linspace(0, 1, 11)
+    q = shrink_toward_prior(p, np.full(11, 3.0), 0.25)
+    assert np.all(np.sign(q - 0.25) == np.sign(p - 0.25)) and np.all(np.abs(q - 0.25) <= np.abs(p - 0.25))
+    # the same pull applied afterwards (the pipeline's way, Dask or local) gives the same table
+    after = apply_snr(plain, snr, LABELS, snr_half=10.0)
+    np.testing.assert_allclose(after["p_crevasse"], df["p_crevasse"])
+    with pytest.raises(CrevkitValueError):
+        shot_probabilities(ROWS, DIST, LABELS, snr=snr[:2])
+    with pytest.raises(CrevkitValueError):
+        snr_reliability(snr, -1.0)
+
+
+def test_shot_snr_from_waveforms_and_background():
+    from crevkit.probability import shot_snr
+
+    w = np.full((3, 8), 0.1)
+    w[0, 3] = 1.1
+    w[1, 4:] = np.nan
+    w[1, 2] = 0.6
+    w[2, :] = np.nan
+    snr = shot_snr(w, np.full(3, 0.1), np.array([0.05, 0.1, 0.1]), batch_size=2)
+    np.testing.assert_allclose(snr[:2], [20.0, 5.0])
+    assert np.isnan(snr[2])

@@ -998,14 +998,16 @@ class Denoiser:
     def _device(self) -> torch.device:
         return next(self.model_.parameters()).device
 
-    def transform(self, waveforms: Any, batch_size: int = 256, *, progress: bool | None = None) -> np.ndarray:
+    def transform(self, waveforms: Any, batch_size: int = 256, *, progress: bool | None = None,
+                  blend: bool | None = None) -> np.ndarray:
         """Denoise and de-shift shots: (n, n_samples) -> clean float32 (n, n_samples), unit sum.
 
         ``waveforms`` may be a memory-mapped array: it is read, converted to
         float32 and processed ``batch_size`` rows at a time (inference mode,
         no autograd).  Rows that are not finite give NaN rows.  Small batches
         stay in cache: on 2 CPU threads batches of 256 ran about twice as fast
-        as batches of 1024–4096.
+        as batches of 1024–4096.  ``blend`` overrides the config's ``blend``
+        for this call (None: the config's).
         """
         self._check_fitted()
         if not hasattr(waveforms, "shape") or not hasattr(waveforms, "__getitem__"):
@@ -1013,13 +1015,16 @@ class Denoiser:
         if len(waveforms.shape) != 2 or waveforms.shape[1] != self.config["n_samples"]:
             raise CrevkitValueError(f"waveforms must have shape (n, {self.config['n_samples']}), "
                                     f"got {tuple(waveforms.shape)}")
+        if blend is not None and not isinstance(blend, bool):
+            raise CrevkitTypeError(f"blend must be True, False or None, got {blend!r}")
         out = np.empty(waveforms.shape, dtype=np.float32)
-        for start, block in self._batches(waveforms, batch_size, progress):
+        for start, block in self._batches(waveforms, batch_size, progress, blend):
             out[start:start + len(block)] = block
         return out
 
-    def _batches(self, waveforms: Any, batch_size: int, progress: bool | None):
+    def _batches(self, waveforms: Any, batch_size: int, progress: bool | None, blend: bool | None = None):
         batch_size = check_int(batch_size, "batch_size", minimum=1)
+        blend = self.config["blend"] if blend is None else blend
         n = waveforms.shape[0]
         dev = self._device()
         model = self.model_.eval()
@@ -1034,7 +1039,7 @@ class Denoiser:
                     x = np.where(bad[:, None], 0.0, x).astype(np.float32)
                 xt = torch.from_numpy(x).to(dev)
                 y, _ = model(xt)
-                if self.config["blend"]:
+                if blend:
                     y = _blend_torch(y, xt)
                 y = y.float().cpu().numpy()
                 if bad.any():

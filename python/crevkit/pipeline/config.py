@@ -101,6 +101,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "steps": _k(int, 1500, "training steps"),
         "batch_size": _k(int, 256, "training batch size"),
     },
+    "denoise": {  # inference only: changing it does not retrain the denoiser
+        "blend": _k(bool, True, "mix the network's output with a noise-floored matched filter "
+                                "(crevkit.denoise.blend_with_classical)"),
+    },
     "match": {
         "k": _k(int, 30, "matches per shot"),
         "batch_size": _k(int, 8192, "shots per query batch"),
@@ -127,6 +131,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "probability": {
         "weighting": _k(str, "inverse_distance", "vote weighting", ("uniform", "inverse_distance", "softmax")),
+        "snr_half": _k(NUM, 10.0, "shot SNR at which its matches and the labelled tiles' base rate weigh the same "
+                                  "(weak shots pulled toward the base rate; 0: off)"),
     },
     "map": {
         "cell_size": _k(NUM, 1000.0, "raster cell (m)"),

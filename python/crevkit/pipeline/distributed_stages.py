@@ -195,7 +195,7 @@ def features_distributed(ctx, executor) -> StageCounts:
 # ------------------------------------------------------------------ denoise
 
 def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, denoiser: str | None,
-                 n_threads: int, n: int = 0) -> dict:
+                 n_threads: int, n: int = 0, blend: bool = True) -> dict:
     """Denoised waveforms of shots ``[start, stop)`` into ``part`` (.npy); missing shots stay NaN.
 
     Returns the range's done / skipped (missing) / failed counts, also when the part already exists.
@@ -214,7 +214,7 @@ def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, d
         if present.any():
             if denoiser is not None:
                 model = _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads))
-                clean[present] = model.transform(raw[present])
+                clean[present] = model.transform(raw[present], blend=blend)
             else:
                 clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
         _save_npy(part, clean)
@@ -249,7 +249,8 @@ def denoise_distributed(ctx, executor, n_samples: int, denoiser: Path | None) ->
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
     paths = _part_paths(parts, len(ranges), ".npy")
     tasks = [dict(shots=str(shots), start=a, stop=b, part=p, n_samples=n_samples,
-                  denoiser=str(denoiser) if denoiser is not None else None, n_threads=executor.task_threads, n=b - a)
+                  denoiser=str(denoiser) if denoiser is not None else None, n_threads=executor.task_threads, n=b - a,
+                  blend=bool(ctx.section("denoise")["blend"]))
              for (a, b), p in zip(ranges, paths)]
     results = executor.map(denoise_task, tasks, desc="denoise")
     _assemble_npy(paths, ctx.path("shots/denoised.npy"), (n, n_samples))

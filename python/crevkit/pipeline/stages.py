@@ -226,7 +226,8 @@ def denoise_stage(ctx: Context) -> StageCounts:
     clean = np.full(raw.shape, np.nan, np.float32)
     if present.any():
         if ctx.section("denoiser")["enabled"]:
-            clean[present] = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(raw[present])
+            clean[present] = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(
+                raw[present], blend=ctx.section("denoise")["blend"])
         else:
             clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
     with atomic_path(ctx.path(DENOISED), suffix=".npy") as tmp:
@@ -343,18 +344,23 @@ def probability_stage(ctx: Context) -> StageCounts:
     import pandas as pd
 
     from .._atomic import atomic_path
-    from ..probability import shot_probabilities
+    from ..probability import apply_snr, shot_probabilities, shot_snr
+    from ..shot_table import ShotTable
 
-    table = _shot_table(ctx).table
+    cfg = ctx.section("probability")
+    shots = ShotTable.load(ctx.path(SHOTS), mmap=True)  # waveforms read in blocks for the SNR only
+    table = shots.table
+    labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
     if ctx.executor is not None:
         from .distributed_stages import probability_distributed
 
         probs = probability_distributed(ctx, ctx.executor)
     else:
         matches = np.load(ctx.path(MATCHES))
-        labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
-        probs = shot_probabilities(matches["rows"], matches["distances"], labels,
-                                   weighting=ctx.section("probability")["weighting"])
+        probs = shot_probabilities(matches["rows"], matches["distances"], labels, weighting=cfg["weighting"])
+    if cfg["snr_half"] > 0:  # weak shots toward the base rate (same on both paths: applied here)
+        snr = shot_snr(shots.waveforms, table["bg_mean"].to_numpy(), table["bg_sd"].to_numpy())
+        probs = apply_snr(probs, snr, labels, snr_half=cfg["snr_half"])
     out = pd.DataFrame({
         "shot_id": table["shot_id"].astype("int64").to_numpy(),
         "time": table["time"].to_numpy(),
@@ -400,7 +406,7 @@ STAGES: list[Stage] = [
     Stage("shots", shots_stage, sections=(), inputs=("shots", "geolocation"), outputs=(SHOTS,)),
     Stage("noise-model", noise_model_stage, sections=("noise_model",), outputs=(NOISE,)),
     Stage("train-denoiser", train_denoiser_stage, sections=("denoiser",), outputs=(DENOISER,)),
-    Stage("denoise", denoise_stage, sections=("denoiser",), outputs=(DENOISED,)),
+    Stage("denoise", denoise_stage, sections=("denoiser", "denoise"), outputs=(DENOISED,)),
     Stage("match", match_stage, sections=("match",), outputs=(MATCHES,)),
     Stage("features", features_stage, sections=("features", "tile"), outputs=(f"{FEATURES}/features.parquet",)),
     Stage("som", som_stage, sections=("som",), outputs=(f"{SOM}/som.npz", f"{SOM}/bmu.npz")),
