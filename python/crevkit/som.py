@@ -250,29 +250,31 @@ def _blocks(X: Any, chunk_rows: int, *, check: bool, name: str = "X",
         yield start, block
 
 
-def _read_rows(X: Any, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (sorted) of X as float64."""
+def _read_rows(X: Any, idx: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """Rows ``idx`` (sorted) of X as ``dtype`` (default float64)."""
     if isinstance(X, np.ndarray):
-        return np.asarray(X[idx], dtype=np.float64)
+        return np.asarray(X[idx], dtype=dtype)
     oindex = getattr(X, "oindex", None)
     if oindex is not None:
-        return np.asarray(oindex[idx, :], dtype=np.float64)
-    return np.asarray(X[idx], dtype=np.float64)  # h5py: sorted fancy index
-
+        return np.asarray(oindex[idx, :], dtype=dtype)
+    return np.asarray(X[idx], dtype=dtype)  # h5py: sorted fancy index
 
 
 def _streamed_pca(X: Any, idx: np.ndarray, mean64: np.ndarray, n_comp: int, seed: int,
-                  n_iter: int = 10, oversample: int = 10, block_bytes: int = 4 * 2**20):
+                  n_iter: int = 6, oversample: int = 10, block_bytes: int = 4 * 2**20):
     """Leading principal axes of rows ``idx`` of X, reading them in blocks.
 
     Randomized subspace iteration on the Gram operator ``SᵀS`` of the centred
     sample ``S`` (Halko, Martinsson & Tropp 2011): each iteration is one pass
     over the sample, ``Z = Σ_blocks Bᵀ(B Q)``, then a QR; a last pass gives the
-    Rayleigh–Ritz projection.  Only one float64 block of rows (``block_bytes``)
+    Rayleigh–Ritz projection.  Only one float32 block of rows (``block_bytes``)
     and ``d × (n_comp + oversample)`` matrices exist at a time, never the
     sample itself (10,000 × 5,000 float64 would be 400 MB, more than the
-    codebook and the per-node sums of a 40 × 40 map together).  The blocks
-    depend only on ``d``, so an in-memory and a streamed X give the same bits.
+    codebook and the per-node sums of a 40 × 40 map together).  The products
+    with a block are float32 (an initial codebook needs no more; it keeps the
+    passes at the speed of reading the sample), the sums over blocks and the
+    small factorizations float64.  The blocks depend only on ``d``, so an
+    in-memory and a streamed X give the same bits.
 
     Returns ``(singular_values, components)``: shapes ``(n_comp,)`` and
     ``(n_comp, d)``, each component's largest-magnitude entry positive.
@@ -280,15 +282,17 @@ def _streamed_pca(X: Any, idx: np.ndarray, mean64: np.ndarray, n_comp: int, seed
     d = int(mean64.shape[0])
     n_sub = int(idx.shape[0])
     ell = min(d, n_sub, n_comp + oversample)
-    step = max(1, block_bytes // (8 * d))
+    step = max(1, block_bytes // (4 * d))
     rng = np.random.default_rng(seed)
+    mean32 = mean64.astype(np.float32)
 
     def gram_times(Q: np.ndarray) -> np.ndarray:
         Z = np.zeros_like(Q)
+        q32 = Q.astype(np.float32)
         for s0 in range(0, n_sub, step):
-            B = _read_rows(X, idx[s0:s0 + step])
-            B -= mean64
-            Z += B.T @ (B @ Q)
+            B = _read_rows(X, idx[s0:s0 + step], np.float32)
+            B -= mean32
+            Z += B.T @ (B @ q32)
         return Z
 
     Q, _ = np.linalg.qr(rng.standard_normal((d, ell)))
