@@ -139,11 +139,14 @@ inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // Lanes of the |x - mu|^2 partial sums (see pack_a).
 constexpr int64_t XN_LANES = 8;
 
-// Pack rows [0, m) of X (row stride d), centred by mean, into KC blocks of
-// MR-row micro-panels:  dst[p0 * m_pad + (i / MR) * kc * MR + k * MR + i % MR].
-// Rows past m are zero.  If xn is given, xn[i] = |x_i - mu|^2 (double) while
-// the row is being read anyway: feature j goes to lane (j - p0) % XN_LANES,
-// lanes summed in order at the end; a fixed order (it depends only on d), and
+// Copy rows [0, m) of X (row stride d), centred by mean, into KC blocks,
+// row-major inside a block:  dst[p0 * m_pad + i * kc + (j - p0)].  Rows past m
+// (up to m_pad, a multiple of MR) are zero.  The micro-kernel broadcasts its
+// MR rows from MR short row segments, so no transpose is needed: packing is a
+// vectorized centred copy (a transposed MR-row panel cost ~10 % of a 20 x 20
+// map's search).  If xn is given, xn[i] = |x_i - mu|^2 (double) while the row
+// is being read anyway: feature j goes to lane (j - p0) % XN_LANES, lanes
+// summed in order at the end; a fixed order (it depends only on d), and
 // XN_LANES independent chains instead of one long dependent one.  lanes:
 // caller's scratch of m * XN_LANES doubles (needed only with xn).
 inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst, double* xn = nullptr,
@@ -155,37 +158,21 @@ inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, floa
         const int64_t kc = std::min(KC, d - p0);
         const float* mu = mean + p0;
         float* blk = dst + p0 * m_pad;
-        for (int64_t i0 = 0; i0 < m_pad; i0 += MR) {
-            float* panel = blk + i0 * kc;
-            const int64_t mr = std::min(MR, m - i0);  // real rows of this panel
-            // L features of each of the MR rows at a time: row-major reads
-            // vectorize (and feed the |x - mu|^2 lanes), then one small
-            // transpose into the panel, written contiguously
-            for (int64_t k0 = 0; k0 < kc; k0 += L) {
-                const int64_t kl = std::min(L, kc - k0);
-                float t[MR][L];
-                for (int64_t ii = 0; ii < MR; ++ii) {
-                    if (ii < mr && kl == L) {
-                        const float* row = X + (i0 + ii) * d + p0 + k0;
-                        for (int64_t l = 0; l < L; ++l) t[ii][l] = row[l] - mu[k0 + l];
-                        if (xn) {
-                            double* ln = lanes + (i0 + ii) * L;
-                            for (int64_t l = 0; l < L; ++l)
-                                ln[l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
-                        }
-                    } else {
-                        for (int64_t l = 0; l < L; ++l) {
-                            const bool ok = ii < mr && l < kl;
-                            t[ii][l] = ok ? X[(i0 + ii) * d + p0 + k0 + l] - mu[k0 + l] : 0.0f;
-                            if (xn && ok)
-                                lanes[(i0 + ii) * L + l] += static_cast<double>(t[ii][l]) * static_cast<double>(t[ii][l]);
-                        }
-                    }
-                }
-                for (int64_t l = 0; l < kl; ++l)
-                    for (int64_t ii = 0; ii < MR; ++ii) panel[(k0 + l) * MR + ii] = t[ii][l];
+        for (int64_t i = 0; i < m; ++i) {
+            const float* row = X + i * d + p0;
+            float* out = blk + i * kc;
+            for (int64_t k = 0; k < kc; ++k) out[k] = row[k] - mu[k];
+            if (xn) {
+                double* ln = lanes + i * L;
+                int64_t k0 = 0;
+                for (; k0 + L <= kc; k0 += L)
+                    for (int64_t l = 0; l < L; ++l)
+                        ln[l] += static_cast<double>(out[k0 + l]) * static_cast<double>(out[k0 + l]);
+                for (int64_t l = 0; k0 + l < kc; ++l)
+                    ln[l] += static_cast<double>(out[k0 + l]) * static_cast<double>(out[k0 + l]);
             }
         }
+        std::fill(blk + m * kc, blk + m_pad * kc, 0.0f);
     }
     if (xn)
         for (int64_t i = 0; i < m; ++i) {
@@ -203,7 +190,7 @@ inline int64_t packed_offset(int64_t node, int64_t j, int64_t n_nodes, int64_t d
     return p0 * k_pad + (node / NR) * kc * NR + (j - p0) * NR + node % NR;
 }
 
-// C[MR x NR] (row stride ldc) += A_panel . B_panel over kc features:
+// C[MR x NR] (row stride ldc) += A_rows . B_panel over kc features (A: MR rows of kc, contiguous):
 // MR x NV vector accumulators, one broadcast of A per row and feature.
 inline void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* __restrict c,
                          int64_t ldc) {
@@ -218,10 +205,9 @@ inline void micro_kernel(int64_t kc, const float* __restrict a, const float* __r
         vf bv[NV];
 #pragma GCC unroll 8
         for (int64_t v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * NR + v * VW, sizeof(vf));
-        const float* ak = a + k * MR;
 #pragma GCC unroll 16
         for (int64_t r = 0; r < MR; ++r) {
-            const float ar = ak[r];
+            const float ar = a[r * kc + k];
 #pragma GCC unroll 8
             for (int64_t v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
         }
