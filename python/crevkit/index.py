@@ -964,7 +964,18 @@ def rerank_distances(vectors: Any, queries: Any, labels: Any, *, n_threads: int 
     """
     from . import _core
 
-    v = as_float32_array(vectors, "vectors", ndim=2, convert=False, check_inf=False)
+    v, q, lab = _rerank_arguments(vectors, queries, labels, convert_vectors=False)
+    return _core.rerank_distances(v, q, lab, resolve_threads(n_threads))
+
+
+def _rerank_arguments(vectors: Any, queries: Any, labels: Any, *, convert_vectors: bool):
+    """Validated (vectors, queries, labels) of :func:`rerank_distances` and its twin: float32, float32, int64.
+
+    Label ranges are checked by the consumer (the kernel while it reads them).
+    ``convert_vectors`` (the twin) also converts and scans ``vectors`` for
+    infinities; the kernel's library is large and taken as it is.
+    """
+    v = as_float32_array(vectors, "vectors", ndim=2, convert=convert_vectors, check_inf=convert_vectors)
     q = as_float32_array(queries, "queries", ndim=2, allow_nan=False)
     if q.shape[1] != v.shape[1]:
         raise CrevkitValueError(f"queries has {q.shape[1]} columns, vectors has {v.shape[1]}")
@@ -973,7 +984,7 @@ def rerank_distances(vectors: Any, queries: Any, labels: Any, *, n_threads: int 
         raise CrevkitValueError(f"labels must have shape ({q.shape[0]}, c) (one row per query), got {lab.shape}")
     if not np.issubdtype(lab.dtype, np.integer):
         raise CrevkitTypeError(f"labels must hold integers, got dtype {lab.dtype}")
-    return _core.rerank_distances(v, q, np.ascontiguousarray(lab, dtype=np.int64), resolve_threads(n_threads))
+    return v, q, np.ascontiguousarray(lab, dtype=np.int64)
 
 
 def _dedup(vectors: np.ndarray, tol: float):

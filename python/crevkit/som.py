@@ -307,23 +307,6 @@ def _streamed_pca(X: Any, idx: np.ndarray, mean64: np.ndarray, n_comp: int, seed
     return np.sqrt(np.clip(evals[order], 0.0, None)), comps
 
 
-
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    glibc raises its mmap threshold after large blocks are freed, so later
-    blocks of up to 32 MiB (an initial codebook, the init's temporaries) come
-    from the heap and stay resident after ``free``: on a 40 × 40 × 5,000 fit
-    that kept ~60 MiB above the codebook and the per-node sums.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 # --------------------------------------------------------------------------- estimator
 
 
@@ -561,7 +544,6 @@ class SelfOrganizingMap:
         init = self._initial_codebook(X, mean64, rows, cols)  # (k, d) float32, ours
         state = self._kern_prepare(init, mean, n_threads, owned=True)
         del init
-        _release_freed_memory()  # the initial codebook's pages, before the per-node sums are touched
         radii = radius_schedule(p["radius0"], p["radius_final"], p["epochs"], self.cooling)
         sums = np.zeros((k, d), dtype=np.float64)
         counts = np.zeros(k, dtype=np.float64)
@@ -667,7 +649,7 @@ class SelfOrganizingMap:
         w = self.codebook_.reshape(k, d)
         a, b = _neighbour_pairs(rows, cols, self.topology, bool(self.toroidal))
         total = np.zeros(k)
-        step = max(1, (4 * 2**20) // (8 * d))  # small temporaries: freed large blocks stay resident
+        step = max(1, (32 * 2**20) // (8 * d))
         for s in range(0, len(a), step):
             aa, bb = a[s:s + step], b[s:s + step]
             diff = w[aa].astype(np.float64) - w[bb].astype(np.float64)

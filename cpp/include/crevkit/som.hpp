@@ -597,6 +597,8 @@ struct GaussPlan {
     static constexpr int64_t W = 32;  // features per block (4 tiles of 8)
     int64_t rows = 0, cols = 0, npar = 1, cols_pad = 0;
     int64_t max_xwin = 0;  // widest source range along x of a tile of four targets
+    // from this window on, the pass along x skips all-zero sources (measured: narrower, the skip costs more)
+    static constexpr int64_t kSkipWindow = 48;
     std::vector<double> wx, wxp;
     std::vector<int64_t> xlo, xhi;
     std::vector<int64_t> trows[2];
@@ -680,10 +682,11 @@ void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t 
     double out[4][32];
     // step 1: along x, per source row, for each target parity
     for (int64_t r = 0; r < rows; ++r) {
-        // the row's non-zero sources, compacted; with narrow windows (late
-        // epochs) there is little to skip and the dense path is faster
+        // the row's non-zero sources, compacted (h == cols: the dense path);
+        // with narrow windows (late epochs) there is little to skip and the
+        // plain copy is faster
         int64_t h = 0;
-        if (pl.max_xwin >= 48) {
+        if (pl.max_xwin >= GaussPlan::kSkipWindow) {
             for (int64_t cs = 0; cs < cols; ++cs) {
                 const double* s = src + (r * cols + cs) * ld;
                 double* dst = srcbuf + h * W;
@@ -694,14 +697,15 @@ void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t 
                 }
                 if (nonzero) hs[h++] = cs;
             }
-        }
-        const bool dense = h == cols || pl.max_xwin < 48;
-        if (dense && h != cols)
+        } else {
             for (int64_t cs = 0; cs < cols; ++cs) {
                 const double* s = src + (r * cols + cs) * ld;
                 double* dst = srcbuf + cs * W;
                 for (int64_t b = 0; b < W; ++b) dst[b] = b < w ? s[b] : 0.0;
             }
+            h = cols;
+        }
+        const bool dense = h == cols;
         const int64_t ps = npar == 2 ? (r & 1) : 0;
         for (int64_t pd = 0; pd < npar; ++pd) {
             const int64_t m = ps * npar + pd;
