@@ -155,6 +155,7 @@ void register_som(py::module_& m) {
     m.def("som_smooth", &som_smooth, py::arg("sums").noconvert(), py::arg("counts").noconvert(),
           py::arg("packed").noconvert(), py::arg("rows"), py::arg("cols"), py::arg("topology"),
           py::arg("toroidal"), py::arg("neighborhood"), py::arg("sigma"), py::arg("n_threads"),
-          "Batch neighbourhood update of a centred codebook in place (raw kernel). Returns the number of "
-          "nodes kept for lack of neighbourhood weight.");
+          "Batch neighbourhood update of a centred codebook in place (raw kernel). Rows of sums whose count is "
+          "0 must be zero (the Gaussian path skips them unread). Returns the number of nodes kept for lack of "
+          "neighbourhood weight.");
 }

@@ -112,3 +112,24 @@ def resolve_threads(n_threads: int | None) -> int:
         except AttributeError:  # pragma: no cover - non-Linux
             return max(1, os.cpu_count() or 1)
     return check_int(n_threads, "n_threads", minimum=1, maximum=1024)
+
+
+class blas_threads:
+    """Limit BLAS threads inside a block (threadpoolctl when installed, else a no-op)."""
+
+    def __init__(self, n: int):
+        self._n = n
+        self._ctl = None
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - optional
+            return self
+        self._ctl = threadpool_limits(self._n, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctl is not None:
+            self._ctl.restore_original_limits()
+        return False

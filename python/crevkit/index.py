@@ -54,7 +54,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ._validation import as_float32_array, check_finite_number, check_int, resolve_threads
+from ._validation import as_float32_array, blas_threads, check_finite_number, check_int, resolve_threads
 from .errors import CrevkitTypeError, CrevkitValueError, IndexIntegrityError
 
 __all__ = [
@@ -696,7 +696,7 @@ class WaveformIndex:
 
         if threads > 1 and len(starts) > 1:
             # BLAS threads on top of ours would only oversubscribe the cores
-            with _blas_threads(1), concurrent.futures.ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            with blas_threads(1), concurrent.futures.ThreadPoolExecutor(min(threads, len(starts))) as pool:
                 parts = list(pool.map(search, starts))
         else:
             parts = [search(s) for s in starts]
@@ -1058,7 +1058,7 @@ def exact_search(library_vectors: np.ndarray, queries: np.ndarray, k: int, batch
         work(0)
     else:
         # one single-threaded GEMM per thread: BLAS's own threads would only oversubscribe the cores
-        with _blas_threads(1), concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        with blas_threads(1), concurrent.futures.ThreadPoolExecutor(threads) as pool:
             list(pool.map(work, range(threads)))
     return rows, dist
 
@@ -1086,27 +1086,6 @@ def _top_k_similar(sim: np.ndarray, k: int):
     first = np.cumsum(count) - count
     sel = order[(first[:, None] + np.arange(k)).ravel()]
     return c[sel].reshape(m, k).astype(np.int64), d[sel].reshape(m, k)
-
-
-class _blas_threads:
-    """Limit BLAS threads inside a block (threadpoolctl when installed, else a no-op)."""
-
-    def __init__(self, n: int):
-        self._n = n
-        self._ctl = None
-
-    def __enter__(self):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - optional
-            return self
-        self._ctl = threadpool_limits(self._n, user_api="blas")
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctl is not None:
-            self._ctl.restore_original_limits()
-        return False
 
 
 def match_shots(index: WaveformIndex, waveforms: Any, k: int = 30, *, batch_size: int = 16384,

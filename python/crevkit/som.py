@@ -78,7 +78,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ._atomic import atomic_write_bytes
-from ._validation import check_int, check_positive, resolve_threads
+from ._validation import blas_threads, check_int, check_positive, resolve_threads
 from .errors import CrevkitTypeError, CrevkitValueError, IndexIntegrityError, InputFileError
 
 __all__ = ["SelfOrganizingMap", "node_positions", "map_distance_squared", "radius_schedule", "bmu_tolerance"]
@@ -261,7 +261,7 @@ def _read_rows(X: Any, idx: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
 
 
 def _streamed_pca(X: Any, idx: np.ndarray, mean64: np.ndarray, n_comp: int, seed: int,
-                  n_iter: int = 6, oversample: int = 10, block_bytes: int = 4 * 2**20):
+                  n_iter: int = 6, oversample: int = 10, block_bytes: int = 2**20):
     """Leading principal axes of rows ``idx`` of X, reading them in blocks.
 
     Randomized subspace iteration on the Gram operator ``SᵀS`` of the centred
@@ -500,6 +500,14 @@ class SelfOrganizingMap:
         n_comp = min(2, d, n_sub - 1) if n_sub > 1 else 0
         if n_comp == 0 or k == 1:
             return np.repeat(mean64[None, :].astype(np.float32), k, axis=0)
+        # one BLAS thread: the products are thin (d x 12), and every extra BLAS
+        # thread keeps its own work buffer resident (measured: 4 MiB with two)
+        with blas_threads(1):
+            return self._pca_codebook(X, idx, mean64, rows, cols, n_comp)
+
+    def _pca_codebook(self, X: Any, idx: np.ndarray, mean64: np.ndarray, rows: int, cols: int,
+                      n_comp: int) -> np.ndarray:
+        n_sub, d, k = int(idx.shape[0]), int(mean64.shape[0]), rows * cols
         svals, vt = _streamed_pca(X, idx, mean64, n_comp, int(self.seed))
         std = svals / math.sqrt(n_sub)
         pos = node_positions(rows, cols, self.topology)
@@ -513,7 +521,7 @@ class SelfOrganizingMap:
         coef = np.stack([coords[long_axis], coords[1 - long_axis]], axis=1)[:, :n_comp] * std  # (k, n_comp)
         # float64 arithmetic, float32 result, in row blocks (the codebook may be large)
         out = np.empty((k, d), dtype=np.float32)
-        step = max(1, (4 * 2**20) // (8 * d))  # small temporaries: freed large blocks stay resident
+        step = max(1, 2**20 // (8 * d))  # small temporaries: freed large blocks stay resident
         for s0 in range(0, k, step):
             out[s0:s0 + step] = mean64 + coef[s0:s0 + step] @ vt
         return out
@@ -525,8 +533,11 @@ class SelfOrganizingMap:
         ``X`` may be an in-memory array, a ``numpy.memmap`` or a Zarr/h5py
         array; the latter two are streamed in blocks of rows (see the module
         docs).  Memory above X: the codebook (float32) and per-node sums
-        (float64), i.e. ``nodes * D * 12`` bytes, plus per-thread chunk buffers
-        and one block when X must be read or converted.
+        (float64), i.e. ``nodes * D * 12`` bytes at most (rows of nodes that
+        never get a hit are never written, so large maps stay well under it),
+        plus per thread a slice of its chunk and a tile of products
+        (``chunk_rows * 512`` floats each), and one block when X must be read
+        or converted.
         """
         p = self._check_params()
         X = _as_source(X)
@@ -545,11 +556,16 @@ class SelfOrganizingMap:
         state = self._kern_prepare(init, mean, n_threads, owned=True)
         del init
         radii = radius_schedule(p["radius0"], p["radius_final"], p["epochs"], self.cooling)
+        # np.zeros maps untouched zero pages: only rows of nodes that get hits are
+        # ever written (the kernel's smoothing reads no other row), and only those
+        # are reset between epochs; on a large map most of ``sums`` stays unmapped
         sums = np.zeros((k, d), dtype=np.float64)
         counts = np.zeros(k, dtype=np.float64)
         history = []
         for sigma in radii:
-            sums.fill(0.0)
+            hit = np.flatnonzero(counts)
+            for s0 in range(0, hit.size, 256):  # small temporaries
+                sums[hit[s0:s0 + 256]] = 0.0
             counts.fill(0.0)
             qe_sum, te_count = 0.0, 0
             for _, block in _blocks(X, chunk_rows, check=False):

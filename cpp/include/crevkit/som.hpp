@@ -99,16 +99,20 @@ constexpr int64_t NC = CREVKIT_SOM_NC;   // node block (C tile width)
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
-// Per-call scratch of a few MiB per thread.  Large buffers are mapped and
-// unmapped directly: from malloc, glibc's dynamic mmap threshold would keep
-// them in the OpenMP threads' arenas after free (measured: ~50 MiB resident
-// above the codebook and the sums over a 40 x 40 x 5,000 epoch, against the
-// issue's memory budget).
-constexpr size_t kMapBytes = size_t{1} << 20;
+// Per-call scratch (per thread: a slice of the chunk, a tile of products, the
+// smoothing's buffers).  Buffers from 64 KiB up are mapped and unmapped
+// directly: from malloc, glibc's dynamic mmap threshold (raised to ~30 MiB
+// once a codebook-sized NumPy array is freed) keeps them in the OpenMP
+// threads' arenas after free, resident and counted against the memory budget
+// (measured: ~50 MiB above the codebook and the sums over a 40 x 40 x 5,000
+// epoch with whole-chunk buffers, ~15 MiB with slices).  A mapping costs a
+// few page faults per call, nothing next to the products.
+constexpr size_t kMapBytes = size_t{64} << 10;
 
+template <class T>
 struct BufferDeleter {
     size_t bytes = 0;
-    void operator()(float* p) const {
+    void operator()(T* p) const {
 #if defined(__unix__) || defined(__APPLE__)
         if (bytes >= kMapBytes) {
             munmap(p, bytes);
@@ -118,68 +122,74 @@ struct BufferDeleter {
         std::free(p);
     }
 };
-using AlignedBuffer = std::unique_ptr<float, BufferDeleter>;
+template <class T>
+using ScratchBuffer = std::unique_ptr<T, BufferDeleter<T>>;
+using AlignedBuffer = ScratchBuffer<float>;
 
-inline AlignedBuffer aligned_floats(int64_t n) {
-    const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
+// n elements of T, 64-byte aligned, uninitialized (mapped ones are zero).
+template <class T>
+ScratchBuffer<T> scratch(int64_t n) {
+    const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T) + 63) / 64) * 64;
 #if defined(__unix__) || defined(__APPLE__)
     if (bytes >= kMapBytes) {
         void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
-        return AlignedBuffer(static_cast<float*>(p), BufferDeleter{bytes});  // page aligned
+        return ScratchBuffer<T>(static_cast<T*>(p), BufferDeleter<T>{bytes});  // page aligned
     }
 #endif
     void* p = std::aligned_alloc(64, bytes);
     if (!p) throw std::bad_alloc();
-    return AlignedBuffer(static_cast<float*>(p), BufferDeleter{bytes});
+    return ScratchBuffer<T>(static_cast<T*>(p), BufferDeleter<T>{bytes});
 }
+
+inline AlignedBuffer aligned_floats(int64_t n) { return scratch<float>(n); }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Lanes of the |x - mu|^2 partial sums (see pack_a).
 constexpr int64_t XN_LANES = 8;
 
-// Copy rows [0, m) of X (row stride d), centred by mean, into KC blocks,
-// row-major inside a block:  dst[p0 * m_pad + i * kc + (j - p0)].  Rows past m
-// (up to m_pad, a multiple of MR) are zero.  The micro-kernel broadcasts its
-// MR rows from MR short row segments, so no transpose is needed: packing is a
-// vectorized centred copy (a transposed MR-row panel cost ~10 % of a 20 x 20
-// map's search).  If xn is given, xn[i] = |x_i - mu|^2 (double) while the row
-// is being read anyway: feature j goes to lane (j - p0) % XN_LANES, lanes
-// summed in order at the end; a fixed order (it depends only on d), and
-// XN_LANES independent chains instead of one long dependent one.  lanes:
-// caller's scratch of m * XN_LANES doubles (needed only with xn).
-inline void pack_a(const float* X, int64_t m, int64_t d, const float* mean, float* dst, double* xn = nullptr,
-                   double* lanes = nullptr) {
+// Copy features [p0, p0 + kc) of rows [0, m) of X (row stride d), centred by
+// mean, row-major: dst[i * kc + (j - p0)].  Rows past m (up to m_pad, a
+// multiple of MR) are zero.  The micro-kernel broadcasts its MR rows from MR
+// short row segments, so no transpose is needed: packing is a vectorized
+// centred copy (a transposed MR-row panel cost ~10 % of a 20 x 20 map's
+// search).  Only one such slice per thread exists at a time (repacked for
+// every node block: m * kc subtractions against m * kc * NC products), never
+// the whole chunk.  If lanes is given, feature j of row i is added to
+// lanes[i * XN_LANES + (j - p0) % XN_LANES] while the row is being read
+// anyway; called with p0 increasing and summed in lane order by
+// finish_norms, that gives |x_i - mu|^2 in a fixed order (it depends only on
+// d), with XN_LANES independent chains instead of one long dependent one.
+inline void pack_a_block(const float* X, int64_t m, int64_t d, int64_t p0, int64_t kc, const float* mean, float* dst,
+                         double* lanes = nullptr) {
     const int64_t m_pad = round_up(m, MR);
     constexpr int64_t L = XN_LANES;
-    if (xn) std::fill(lanes, lanes + m * L, 0.0);
-    for (int64_t p0 = 0; p0 < d; p0 += KC) {
-        const int64_t kc = std::min(KC, d - p0);
-        const float* mu = mean + p0;
-        float* blk = dst + p0 * m_pad;
-        for (int64_t i = 0; i < m; ++i) {
-            const float* row = X + i * d + p0;
-            float* out = blk + i * kc;
-            for (int64_t k = 0; k < kc; ++k) out[k] = row[k] - mu[k];
-            if (xn) {
-                double* ln = lanes + i * L;
-                int64_t k0 = 0;
-                for (; k0 + L <= kc; k0 += L)
-                    for (int64_t l = 0; l < L; ++l)
-                        ln[l] += static_cast<double>(out[k0 + l]) * static_cast<double>(out[k0 + l]);
-                for (int64_t l = 0; k0 + l < kc; ++l)
+    const float* mu = mean + p0;
+    for (int64_t i = 0; i < m; ++i) {
+        const float* row = X + i * d + p0;
+        float* out = dst + i * kc;
+        for (int64_t k = 0; k < kc; ++k) out[k] = row[k] - mu[k];
+        if (lanes) {
+            double* ln = lanes + i * L;
+            int64_t k0 = 0;
+            for (; k0 + L <= kc; k0 += L)
+                for (int64_t l = 0; l < L; ++l)
                     ln[l] += static_cast<double>(out[k0 + l]) * static_cast<double>(out[k0 + l]);
-            }
+            for (int64_t l = 0; k0 + l < kc; ++l)
+                ln[l] += static_cast<double>(out[k0 + l]) * static_cast<double>(out[k0 + l]);
         }
-        std::fill(blk + m * kc, blk + m_pad * kc, 0.0f);
     }
-    if (xn)
-        for (int64_t i = 0; i < m; ++i) {
-            double t = 0.0;
-            for (int64_t l = 0; l < L; ++l) t += lanes[i * L + l];
-            xn[i] = t;
-        }
+    std::fill(dst + m * kc, dst + m_pad * kc, 0.0f);
+}
+
+// xn[i] = sum of row i's XN_LANES lanes, in lane order.
+inline void finish_norms(const double* lanes, int64_t m, double* xn) {
+    for (int64_t i = 0; i < m; ++i) {
+        double t = 0.0;
+        for (int64_t l = 0; l < XN_LANES; ++l) t += lanes[i * XN_LANES + l];
+        xn[i] = t;
+    }
 }
 
 // Offset of (node, feature j) in the packed codebook layout (see pack_codebook).
@@ -372,7 +382,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
         std::vector<std::array<int64_t, 2>> pairs;
         std::vector<double> exact, xnv, xn_lanes;
         errors.run([&] {
-            a_pack = aligned_floats(chunk * d);
+            a_pack = aligned_floats(chunk * std::min(KC, d));
             c_tile = aligned_floats(chunk * nc_max);
             best1.resize(chunk); best2.resize(chunk); idx1.resize(chunk); idx2.resize(chunk);
             pairs.reserve(2 * chunk);
@@ -394,7 +404,8 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
             const float* Xc = X + r0 * d;
             errors.run([&] {
                 const int64_t m_pad = round_up(m, MR);
-                pack_a(Xc, m, d, mean, a_pack.get(), exact_distances ? nullptr : xnv.data(), xn_lanes.data());
+                double* lanes = exact_distances ? nullptr : xn_lanes.data();
+                if (lanes) std::fill(lanes, lanes + m * XN_LANES, 0.0);
                 std::fill(best1.begin(), best1.end(), inf);
                 std::fill(best2.begin(), best2.end(), inf);
                 std::fill(idx1.begin(), idx1.end(), int64_t{-1});
@@ -406,7 +417,8 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
                     std::fill(C, C + m_pad * nc_pad, 0.0f);
                     for (int64_t p0 = 0; p0 < d; p0 += KC) {
                         const int64_t kc = std::min(KC, d - p0);
-                        const float* A = a_pack.get() + p0 * m_pad;
+                        const float* A = a_pack.get();
+                        pack_a_block(Xc, m, d, p0, kc, mean, a_pack.get(), n0 == 0 ? lanes : nullptr);
                         const float* Bblk = P + p0 * k_pad + n0 * kc;
                         for (int64_t j0 = 0; j0 < nc_pad; j0 += NR) {
                             const float* B = Bblk + j0 * kc;
@@ -431,6 +443,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
                         best1[i] = b1; best2[i] = b2; idx1[i] = k1; idx2[i] = k2;
                     }
                 }
+                if (lanes) finish_norms(lanes, m, xnv.data());
                 for (int64_t i = 0; i < m; ++i)
                     if (idx1[i] < 0) idx1[i] = 0;  // only if every product was NaN (input is validated upstream)
                 if (!exact_distances) {
@@ -665,47 +678,52 @@ struct GaussPlan {
     int64_t srcbuf_size() const { return cols * W; }
 };
 
+// Per map row, the columns of the nodes with hits (count != 0), in increasing
+// order: CSR, ptr has rows + 1 entries.
+struct HitList {
+    std::vector<int64_t> ptr, cols;
+    HitList(const double* counts, int64_t rows, int64_t n_cols) : ptr(rows + 1, 0) {
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t c = 0; c < n_cols; ++c)
+                if (counts[r * n_cols + c] != 0.0) cols.push_back(c);
+            ptr[r + 1] = static_cast<int64_t>(cols.size());
+        }
+        cols.push_back(0);  // data() stays valid when no node has a hit
+    }
+};
+
 // Gaussian smoothing of features [0, w) (w <= 32) of src (node rows, stride ld),
 // emit(node, values, b0, nb) receives features b0 .. b0 + nb of a node.
-// The pass along x skips source nodes whose values here are all zero (a node
-// without hits has an all-zero sum): skipping a zero term leaves every
-// partial sum unchanged, so the result is the dense one (the sign of an exact
-// zero aside).  On a large map most nodes have no hit (10,000 samples on a
-// 200 x 300 map hit at most a sixth), and that pass is the larger of the two.
-// hs (cols) and wg (4 * cols): caller's scratch.
+// With wide windows the pass along x reads only the source nodes listed in
+// hits (per row r, columns hits.cols[hits.ptr[r] .. hits.ptr[r + 1]), in
+// increasing order: the nodes with hits).  A node without hits has an
+// all-zero sum, and skipping a zero term leaves every partial sum unchanged,
+// so the result is the dense one (the sign of an exact zero aside).  On a
+// large map most nodes have no hit (10,000 samples on a 200 x 300 map hit at
+// most a sixth): their rows of src are never read, which was most of this
+// pass's time (a strided walk over all of src for every feature block).
+// srcbuf (cols * W) and wg (4 * cols): caller's scratch.
 template <class Emit>
-void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t w, double* tbuf, double* srcbuf,
-                    int64_t* hs, double* wg, Emit&& emit) {
+void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t w, const HitList& hits, double* tbuf,
+                    double* srcbuf, double* wg, Emit&& emit) {
     constexpr int64_t W = GaussPlan::W;
     static_assert(W == 32, "tile4x32 covers a whole feature block");
     const int64_t rows = pl.rows, cols = pl.cols, npar = pl.npar, cols_pad = pl.cols_pad, nct = cols_pad / 4;
     double out[4][32];
     // step 1: along x, per source row, for each target parity
     for (int64_t r = 0; r < rows; ++r) {
-        // the row's non-zero sources, compacted (h == cols: the dense path);
-        // with narrow windows (late epochs) there is little to skip and the
-        // plain copy is faster
-        int64_t h = 0;
-        if (pl.max_xwin >= GaussPlan::kSkipWindow) {
-            for (int64_t cs = 0; cs < cols; ++cs) {
-                const double* s = src + (r * cols + cs) * ld;
-                double* dst = srcbuf + h * W;
-                bool nonzero = false;
-                for (int64_t b = 0; b < W; ++b) {
-                    dst[b] = b < w ? s[b] : 0.0;
-                    nonzero |= dst[b] != 0.0;
-                }
-                if (nonzero) hs[h++] = cs;
-            }
-        } else {
-            for (int64_t cs = 0; cs < cols; ++cs) {
-                const double* s = src + (r * cols + cs) * ld;
-                double* dst = srcbuf + cs * W;
-                for (int64_t b = 0; b < W; ++b) dst[b] = b < w ? s[b] : 0.0;
-            }
-            h = cols;
+        // the row's sources with hits, compacted (dense: every source); with
+        // narrow windows (late epochs) there is little to skip and the plain
+        // copy is faster
+        const bool dense = pl.max_xwin < GaussPlan::kSkipWindow;
+        const int64_t* hs = hits.cols.data() + hits.ptr[r];
+        const int64_t h = dense ? cols : hits.ptr[r + 1] - hits.ptr[r];
+        for (int64_t i = 0; i < h; ++i) {
+            const double* s = src + (r * cols + (dense ? i : hs[i])) * ld;
+            double* dst = srcbuf + i * W;
+            for (int64_t b = 0; b < W; ++b) dst[b] = b < w ? s[b] : 0.0;
         }
-        const bool dense = h == cols;
+        const bool compact = h < cols;  // else srcbuf holds every column in place
         const int64_t ps = npar == 2 ? (r & 1) : 0;
         for (int64_t pd = 0; pd < npar; ++pd) {
             const int64_t m = ps * npar + pd;
@@ -714,7 +732,7 @@ void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t 
             for (int64_t ct = 0; ct < nct; ++ct) {
                 const int64_t lo = pl.xlo[m * nct + ct], hi = pl.xhi[m * nct + ct];
                 const double* wt = pl.wxp.data() + (m * nct + ct) * cols * 4;
-                if (dense) {
+                if (!compact) {
                     tile4x32(lo, hi, wt, srcbuf, out);
                 } else {
                     // sources lo <= hs[i] < hi, in increasing order, with their weights gathered
@@ -787,7 +805,9 @@ void bubble_sparse(const double* src, int64_t ld, int64_t width, const Geometry&
 }  // namespace detail
 
 // Batch update.  sums: n_nodes x d centred per-node sums (double), counts:
-// per-node hit counts.  P (the centred codebook in packed layout) is overwritten with
+// per-node hit counts; a node with count 0 has an all-zero sum by
+// construction, and the Gaussian path does not read such rows (they may be
+// untouched, never-faulted pages).  P (the centred codebook in packed layout) is overwritten with
 // sum_j h_jk sums_j / sum_j h_jk counts_j where that denominator is > 0 and
 // kept otherwise.  Returns the number of nodes kept.  Threads split the
 // feature axis, so the result does not depend on the thread count.
@@ -804,10 +824,12 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
 
     // denominators sum_j h_jk counts_j (width 1), by the same code path as the numerators
     std::vector<double> den(n_nodes, 0.0);
+    const detail::HitList hits(counts, g.rows, g.cols);
     if (plan) {
-        std::vector<double> tbuf(plan->tbuf_size()), srcbuf(plan->srcbuf_size()), wg(4 * g.cols);
-        std::vector<int64_t> hs(g.cols);
-        detail::gaussian_block(*plan, counts, 1, 1, tbuf.data(), srcbuf.data(), hs.data(), wg.data(),
+        auto tbuf = detail::scratch<double>(plan->tbuf_size());
+        auto srcbuf = detail::scratch<double>(plan->srcbuf_size());
+        auto wg = detail::scratch<double>(4 * g.cols);
+        detail::gaussian_block(*plan, counts, 1, 1, hits, tbuf.get(), srcbuf.get(), wg.get(),
                                [&](int64_t k, const double* v, int64_t, int64_t) { den[k] = v[0]; });
     } else {
         std::vector<double> acc(1);
@@ -825,16 +847,15 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
 #pragma omp parallel num_threads(nt)
 #endif
     {
-        std::vector<double> tbuf, srcbuf, acc, wg;
-        std::vector<int64_t> hs;
-        std::vector<float> obuf;
+        detail::ScratchBuffer<double> tbuf, srcbuf, wg;
+        detail::ScratchBuffer<float> obuf;
+        std::vector<double> acc;
         errors.run([&] {
             if (plan) {
-                tbuf.resize(plan->tbuf_size());
-                srcbuf.resize(plan->srcbuf_size());
-                wg.resize(4 * g.cols);
-                hs.resize(g.cols);
-                obuf.resize(n_nodes * width);
+                tbuf = detail::scratch<double>(plan->tbuf_size());
+                srcbuf = detail::scratch<double>(plan->srcbuf_size());
+                wg = detail::scratch<double>(4 * g.cols);
+                obuf = detail::scratch<float>(n_nodes * width);
             } else {
                 acc.resize(width);
             }
@@ -856,13 +877,13 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
                 };
                 if (plan) {
                     // collect node-major, then write the packed layout panel by panel (sequentially)
-                    float* ob = obuf.data();
+                    float* ob = obuf.get();
                     auto collect = [&](int64_t k, const double* v, int64_t b0, int64_t nbv) {
                         const double dk = den[k];
                         for (int64_t b = 0; b < nbv; ++b) ob[k * width + b0 + b] = static_cast<float>(v[b] / dk);
                     };
-                    detail::gaussian_block(*plan, sums + j0, d, w, tbuf.data(), srcbuf.data(), hs.data(),
-                                           wg.data(), collect);
+                    detail::gaussian_block(*plan, sums + j0, d, w, hits, tbuf.get(), srcbuf.get(), wg.get(),
+                                           collect);
                     const int64_t k_pad = detail::round_up(n_nodes, detail::NR);
                     for (int64_t g0 = 0; g0 < k_pad; g0 += detail::NR) {
                         float* base = P + detail::packed_offset(g0, j0, n_nodes, d);
