@@ -433,3 +433,29 @@ def test_fit_memory_above_a_memmapped_X_stays_within_the_codebook_budget(tmp_pat
     budget = rows * cols * d * 12 + som_mod._BLOCK_BYTES
     # a float64 copy of the 10,000-row PCA sample alone would be 120 MB
     assert peak <= budget, f"peak {peak / 2**20:.0f} MiB above X, budget {budget / 2**20:.0f} MiB"
+
+
+def test_pca_init_does_not_depend_on_the_blas_thread_count():
+    """The init's products run on one BLAS thread: the same codebook whatever BLAS is allowed outside."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((3000, 1100)) + rng.integers(0, 5, (3000, 1)) * 3 + 100).astype(np.float32)
+    books = []
+    for n in (1, 2):
+        with threadpoolctl.threadpool_limits(n, user_api="blas"):
+            books.append(SelfOrganizingMap(20, 20, epochs=1, seed=0).fit(X).codebook_)
+    assert books[0].tobytes() == books[1].tobytes()
+
+
+def test_large_map_fit_equals_the_twin_with_most_nodes_never_hit():
+    """Few samples on a large map: the kernel skips the sums of nodes without hits (never written) and must
+    still give the twin's codebook, with nodes far from every hit moved only by the neighbourhood."""
+    rng = np.random.default_rng(7)
+    X = (rng.normal(size=(150, 40)) + 5.0).astype(np.float32)
+    init = (rng.normal(size=(20 * 60, 40)) + 5.0).astype(np.float32)
+    # 60 columns and radius 12: windows along x of >= 48 columns, the skipping path; 3 epochs: the rows
+    # of the sums written in one epoch must be reset for the next
+    params = dict(epochs=3, init=init, radius0=12.0, seed=0)
+    got = SelfOrganizingMap(20, 60, **params).fit(X).codebook_
+    want = ref.SelfOrganizingMap(20, 60, **params).fit(X).codebook_
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
