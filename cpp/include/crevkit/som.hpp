@@ -574,9 +574,11 @@ typedef double v8d __attribute__((vector_size(64)));
 // independent chains to hide the FMA latency) of the separable smoothing's
 // matrix products.  W is a packed strip of four targets' weights, B holds 32
 // features per source, both contiguous.
+// With widx, source s takes its weights from W + widx[s] * 4 (the compacted
+// sources of the pass along x keep their columns' weights without a gather).
 // noinline: inlined into its caller, GCC 12 kept spilling accumulators inside the loop.
 __attribute__((noinline)) inline void tile4x32(int64_t s0, int64_t s1, const double* __restrict W, const double* __restrict B,
-                     double out[4][32]) {
+                     double out[4][32], const int64_t* __restrict widx = nullptr) {
     // sixteen named accumulators (an array of vectors made GCC spill some to the stack)
     v8d a00{}, a01{}, a02{}, a03{}, a10{}, a11{}, a12{}, a13{};
     v8d a20{}, a21{}, a22{}, a23{}, a30{}, a31{}, a32{}, a33{};
@@ -587,7 +589,7 @@ __attribute__((noinline)) inline void tile4x32(int64_t s0, int64_t s1, const dou
         std::memcpy(&b1, bs + 8, sizeof(v8d));
         std::memcpy(&b2, bs + 16, sizeof(v8d));
         std::memcpy(&b3, bs + 24, sizeof(v8d));
-        const double* w = W + s * 4;
+        const double* w = W + (widx ? widx[s] : s) * 4;
         const double w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
         a00 += w0 * b0; a01 += w0 * b1; a02 += w0 * b2; a03 += w0 * b3;
         a10 += w1 * b0; a11 += w1 * b1; a12 += w1 * b2; a13 += w1 * b3;
@@ -702,10 +704,10 @@ struct HitList {
 // large map most nodes have no hit (10,000 samples on a 200 x 300 map hit at
 // most a sixth): their rows of src are never read, which was most of this
 // pass's time (a strided walk over all of src for every feature block).
-// srcbuf (cols * W) and wg (4 * cols): caller's scratch.
+// srcbuf (cols * W): caller's scratch.
 template <class Emit>
 void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t w, const HitList& hits, double* tbuf,
-                    double* srcbuf, double* wg, Emit&& emit) {
+                    double* srcbuf, Emit&& emit) {
     constexpr int64_t W = GaussPlan::W;
     static_assert(W == 32, "tile4x32 covers a whole feature block");
     const int64_t rows = pl.rows, cols = pl.cols, npar = pl.npar, cols_pad = pl.cols_pad, nct = cols_pad / 4;
@@ -735,12 +737,10 @@ void gaussian_block(const GaussPlan& pl, const double* src, int64_t ld, int64_t 
                 if (!compact) {
                     tile4x32(lo, hi, wt, srcbuf, out);
                 } else {
-                    // sources lo <= hs[i] < hi, in increasing order, with their weights gathered
+                    // sources lo <= hs[i] < hi, in increasing order
                     const int64_t i0 = std::lower_bound(hs, hs + h, lo) - hs;
                     const int64_t i1 = std::lower_bound(hs + i0, hs + h, hi) - hs;
-                    for (int64_t i = i0; i < i1; ++i)
-                        for (int64_t t = 0; t < 4; ++t) wg[i * 4 + t] = wt[hs[i] * 4 + t];
-                    tile4x32(i0, i1, wg, srcbuf, out);
+                    tile4x32(i0, i1, wt, srcbuf, out, hs);
                 }
                 for (int64_t i = 0; i < 4 && ct * 4 + i < cols; ++i)
                     std::memcpy(tbuf + ((pd * cols_pad + ct * 4 + i) * rows + r) * W, out[i], W * sizeof(double));
@@ -828,8 +828,7 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
     if (plan) {
         auto tbuf = detail::scratch<double>(plan->tbuf_size());
         auto srcbuf = detail::scratch<double>(plan->srcbuf_size());
-        auto wg = detail::scratch<double>(4 * g.cols);
-        detail::gaussian_block(*plan, counts, 1, 1, hits, tbuf.get(), srcbuf.get(), wg.get(),
+        detail::gaussian_block(*plan, counts, 1, 1, hits, tbuf.get(), srcbuf.get(),
                                [&](int64_t k, const double* v, int64_t, int64_t) { den[k] = v[0]; });
     } else {
         std::vector<double> acc(1);
@@ -847,14 +846,13 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
 #pragma omp parallel num_threads(nt)
 #endif
     {
-        detail::ScratchBuffer<double> tbuf, srcbuf, wg;
+        detail::ScratchBuffer<double> tbuf, srcbuf;
         detail::ScratchBuffer<float> obuf;
         std::vector<double> acc;
         errors.run([&] {
             if (plan) {
                 tbuf = detail::scratch<double>(plan->tbuf_size());
                 srcbuf = detail::scratch<double>(plan->srcbuf_size());
-                wg = detail::scratch<double>(4 * g.cols);
                 obuf = detail::scratch<float>(n_nodes * width);
             } else {
                 acc.resize(width);
@@ -882,7 +880,7 @@ inline int64_t smooth(const double* sums, const double* counts, int64_t d, const
                         const double dk = den[k];
                         for (int64_t b = 0; b < nbv; ++b) ob[k * width + b0 + b] = static_cast<float>(v[b] / dk);
                     };
-                    detail::gaussian_block(*plan, sums + j0, d, w, hits, tbuf.get(), srcbuf.get(), wg.get(),
+                    detail::gaussian_block(*plan, sums + j0, d, w, hits, tbuf.get(), srcbuf.get(),
                                            collect);
                     const int64_t k_pad = detail::round_up(n_nodes, detail::NR);
                     for (int64_t g0 = 0; g0 < k_pad; g0 += detail::NR) {
