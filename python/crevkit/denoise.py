@@ -33,9 +33,9 @@ Design choices (measured, see ``bench/RESULTS.md``):
   library, hyper-parameters picked on tiles of their own, seed 6): a
   label-free InfoNCE term (``contrastive_weight`` 0.1, ``τ`` 0.05, a bank of
   2048 library roots) plus a fourth-root tail term (``tail_weight`` 0.5)
-  lifts the network alone by 2–4 points of mixed-SNR retrieval (two seeds,
-  validation and held-out tiles), but after the blend the gain is within
-  seed noise (+0.3 points), so the default stays ``sqrt`` alone.  A Cramér
+  lifts the network alone by 1.6–3.8 points of mixed-SNR retrieval (two
+  seeds, validation and held-out tiles), but after the blend the gain is
+  within seed noise (-0.2 to +0.6 points), so the default stays ``sqrt``.  A Cramér
   (CDF) term and a high-SNR second phase (``finetune_steps``) did not help.
   Why SNR >= 20 stays ~6 points under the clean ceiling: retrieval depends
   on tails below 1 % of the peak (zeroing the clean waveforms there costs
