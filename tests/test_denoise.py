@@ -215,6 +215,12 @@ def test_hyperparameters_are_validated():
         Denoiser(blend="yes")
     with pytest.raises(CrevkitValueError, match="shift_weight"):
         Denoiser(shift_weight=-1.0)
+    for key, bad in (("contrastive_weight", -0.1), ("contrastive_weight", float("nan")), ("tail_weight", -1.0),
+                     ("cdf_weight", float("inf")), ("contrastive_temperature", 0.0),
+                     ("contrastive_bank", -1), ("finetune_steps", -1), ("finetune_snr", (20.0, 10.0)),
+                     ("finetune_snr", (0.0, 10.0)), ("finetune_snr", "high")):
+        with pytest.raises(CrevkitValueError, match=key):
+            Denoiser(**{key: bad})
     with pytest.raises(CrevkitValueError, match="not fitted"):
         Denoiser().transform(np.zeros((2, 544), np.float32))
 
@@ -247,6 +253,51 @@ def test_same_config_and_seed_give_the_same_weights(library):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
     assert a.history_["val_loss"] == b.history_["val_loss"]
     assert len(a.history_["val_loss"]) == 2
+
+
+def test_retrieval_terms_and_high_snr_phase_train_deterministically(library):
+    lib = library[0][:64]
+    kw = dict(seed=3, contrastive_weight=0.1, contrastive_bank=32, tail_weight=0.5, cdf_weight=0.2,
+              finetune_steps=2, finetune_snr=(15.0, 100.0))
+    a = _tiny(**kw).fit(lib, noise_model())
+    b = _tiny(**kw).fit(lib, noise_model())
+    assert a.history_["val_loss"] == b.history_["val_loss"]
+    assert len(a.history_["val_loss"]) == 3  # steps 2, 4 and the last (6) of the second phase
+    assert all(np.isfinite(a.history_["train_loss"]))
+    assert a.get_params()["finetune_snr"] == [15.0, 100.0]
+
+
+def test_info_nce_prefers_the_own_target():
+    from crevkit.denoise import _info_nce, _quarter
+
+    rng = np.random.default_rng(0)
+    clean = torch.from_numpy(rng.random((8, 40)).astype(np.float32))
+    clean_root = clean.sqrt() / clean.sqrt().norm(dim=1, keepdim=True)
+    right = _info_nce(clean_root, clean_root, None, 0.05)
+    wrong = _info_nce(clean_root.roll(1, dims=0), clean_root, None, 0.05)
+    assert float(right) < float(wrong)
+    # a duplicate of the positive among the targets is masked, not a negative
+    dup = torch.cat([clean_root[:1], clean_root[:1]])
+    assert float(_info_nce(dup, dup, None, 0.05)) < 1e-3
+    assert float(_quarter(clean_root, clean_root)) < 1e-10
+
+
+def test_stream_snr_override_sets_the_peak_snr(library):
+    lib = library[0][:50]
+    nm = noise_model()
+    stream = NoisyWaveformStream(lib, nm, batch_size=64, seed=3)
+    noisy, clean, shifts = stream.batch(np.random.default_rng(1), with_shifts=True, snr=(20.0, 20.0))
+    rng = np.random.default_rng(1)  # the same draws: rows, then (scales, shifts, noise)
+    rng.integers(0, len(lib), 64)
+    _, _, noise = nm.sample(64, lib.shape[1], rng)
+    noise = torch.from_numpy(np.asarray(noise, np.float32))
+    moved = _shift_torch(clean, shifts)
+    scale = ((noisy - noise) * moved).sum(dim=1) / (moved * moved).sum(dim=1)
+    np.testing.assert_allclose((scale * moved.amax(dim=1) / noise.std(dim=1)).numpy(), 20.0, rtol=1e-3)
+    # without the override the stream is unchanged (same draws as before the option existed)
+    plain, _ = stream.batch(np.random.default_rng(1))
+    expect, _ = NoisyWaveformStream(lib, nm, batch_size=64, seed=3).batch(np.random.default_rng(1))
+    np.testing.assert_array_equal(plain.numpy(), expect.numpy())
 
 
 def test_checkpoint_roundtrip_prev_and_corrupt_fallback(library, tmp_path):

@@ -216,8 +216,13 @@ def _format_table(result: dict, groups: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False) -> str:
-    """Train and measure the denoiser; return a markdown section for ``bench/RESULTS.md``."""
+def run(quick: bool = False, params: dict[str, Any] | None = None) -> str:
+    """Train and measure the denoiser; return a markdown section for ``bench/RESULTS.md``.
+
+    ``params``: extra :class:`crevkit.denoise.Denoiser` hyperparameters for the
+    measured model (default: none, the "default run"); they are named in the
+    section's header.
+    """
     import torch
 
     from ..denoise import Denoiser, classical_denoise
@@ -231,7 +236,8 @@ def run(quick: bool = False) -> str:
     test_clean, test_labels = make_library(n_test_tiles, seed=2)  # tiles never seen in training
     sim_s = time.perf_counter() - t0
     noise = bench_noise_model()
-    params = {} if steps is None else {"n_steps": steps}
+    extra = dict(params or {})
+    params = dict(extra) if steps is None else {**extra, "n_steps": steps}
     model = Denoiser(seed=0, n_threads=n_threads, device="cpu", validation_every=20, **params)
     steps = model.config["n_steps"]
     t0 = time.perf_counter()
@@ -270,7 +276,7 @@ def run(quick: bool = False) -> str:
 
     gpu = ""
     if torch.cuda.is_available():
-        g = Denoiser(n_steps=steps, batch_size=1024, seed=0, device="cuda")
+        g = Denoiser(**{**extra, "n_steps": steps, "batch_size": 1024, "seed": 0, "device": "cuda"})
         g.fit(library, noise)
         g_train = steps * 1024 / g.history_["train_seconds"]
         g.transform(noisy[:1024], batch_size=8192)
@@ -285,9 +291,18 @@ def run(quick: bool = False) -> str:
         f"Synthetic library: {n_lib} tiles (plane / crevassed / undulating), {n_test_tiles} held-out tiles × "
         f"{len(SNR_LEVELS)} SNRs = {len(noisy)} shots; noise: `{NOISE_SPEC}`, simulated in {sim_s:.1f} s. "
         f"Model: {model.n_parameters_:,} parameters, {steps} steps × batch {model.config['batch_size']}, "
-        f"loss `{model.config['loss']}`, torch {torch.__version__}, {n_threads} CPU threads, "
+        f"loss `{model.config['loss']}`" + (f" + `{extra}`" if extra else "")
+        + f", torch {torch.__version__}, {n_threads} CPU threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; shared machine, timings indicative.\n\n"
         f"CPU training: {train_s:.1f} s wall ({train_rate:,.0f} samples/s); validation loss stable "
         f"(within 5 % of its best) after {stable:.1f} s. CPU inference: {infer_rate:,.0f} waveforms/s "
         f"(batch 256).\n" + gpu + _format_table(result, groups) + "\n"
     )
+
+
+if __name__ == "__main__":  # python -m crevkit.benchmarks.denoise [--quick] [JSON of Denoiser hyperparameters]
+    import json
+    import sys
+
+    args = [a for a in sys.argv[1:] if a != "--quick"]
+    print(run(quick="--quick" in sys.argv[1:], params=json.loads(args[0]) if args else None))
