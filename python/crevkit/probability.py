@@ -70,6 +70,13 @@ are no neighbours; a shot with no neighbour (or only zero-weight ones) gets
 spatial prior off.  With ``m = 0`` the prior is the neighbours' weighted mean
 alone (``base`` only for isolated shots).  The table gains ``prior``.  No
 truth is used: only the shots' own shares, SNRs and positions.
+
+Defaults (``R = 250`` m, ``m = 1``, Gaussian), measured on the demo scene:
+shot AUC 0.863 → 0.909 (Brier 0.100 → 0.090) on seed 0 and 0.853 → 0.882
+(0.088 → 0.082) on seed 1 against the global pull.  Radii of 175–300 m
+(one along-track spacing plus a footprint) do about as well; 1–2 km
+dilute the neighbourhood with other surfaces (AUC ≈ 0.86–0.87), and below
+the 172 m shot spacing the gain shrinks.
 """
 
 from __future__ import annotations
