@@ -43,12 +43,15 @@ def test_output_contract(demo):
     assert str(shots["time"].dtype).startswith("datetime64")
     p = shots["p_crevasse"].dropna()
     assert len(p) > 0.8 * len(shots) and p.between(0, 1).all()
-    # the SNR pull (probability.snr_half): every p lies between its matches' share and the labelled base rate,
-    # strong shots keep their share
+    # the SNR pull (probability.snr_half): every p lies between its matches' share and its prior (the
+    # spatial prior: neighbours' shares and the labelled base rate), strong shots keep their share
     labels = pd.read_parquet(run / "clusters" / "tile_labels.parquet")["label"]
-    prior = (labels[labels != "unknown"] == "crevasse").mean()
+    base = (labels[labels != "unknown"] == "crevasse").mean()
     ok = shots["p_crevasse"].notna()
-    share, pulled, rel = (shots.loc[ok, c].to_numpy() for c in ("p_matches", "p_crevasse", "reliability"))
+    share, pulled, rel, prior = (shots.loc[ok, c].to_numpy() for c in ("p_matches", "p_crevasse", "reliability",
+                                                                         "prior"))
+    assert prior.min() >= 0 and prior.max() <= 1  # local (probability.neighbour_radius), not one global value:
+    assert np.any(np.abs(prior - base) > 1e-6)
     assert np.all((pulled - prior) * (share - prior) >= -1e-12) and np.all(np.abs(pulled - prior) <= np.abs(share - prior) + 1e-12)
     np.testing.assert_allclose(pulled, prior + rel * (share - prior))
     assert rel.min() >= 0 and rel.max() <= 1 and np.median(rel) > 0.5

@@ -145,3 +145,205 @@ def test_shot_snr_from_waveforms_and_background():
     snr = shot_snr(w, np.full(3, 0.1), np.array([0.05, 0.1, 0.1]), batch_size=2)
     np.testing.assert_allclose(snr[:2], [20.0, 5.0])
     assert np.isnan(snr[2])
+
+
+# --------------------------------------------------------------------------- spatial prior
+
+
+def _brute_prior(x, y, share, rel, base, radius, m, kernel="flat", groups=None):
+    """The spatial prior by its definition, one shot at a time (reference for the KD-tree version)."""
+    n = len(share)
+    groups = np.zeros(n) if groups is None else np.asarray(groups)
+    out = np.empty(n)
+    for i in range(n):
+        num = den = 0.0
+        for j in range(n):
+            if j == i or not np.isfinite(share[j]) or groups[j] != groups[i]:
+                continue
+            d = np.hypot(x[i] - x[j], y[i] - y[j])
+            if not d < radius:
+                continue
+            g = 1.0 if kernel == "flat" else np.exp(-d * d / (2 * (radius / 2) ** 2))
+            num += g * rel[j] * share[j]
+            den += g * rel[j]
+        out[i] = (num + m * base) / (den + m) if den + m > 0 else base
+    return out
+
+
+def test_spatial_prior_by_hand():
+    from crevkit.probability import spatial_prior
+
+    # three shots on a line 100 m apart, a fourth far away
+    x = np.array([0.0, 100.0, 200.0, 10_000.0])
+    y = np.zeros(4)
+    share = np.array([1.0, 0.0, 0.5, 1.0])
+    rel = np.array([1.0, 0.5, 1.0, 1.0])
+    prior = spatial_prior(x, y, share, rel, 0.2, radius=150.0, prior_weight=1.0, kernel="flat")
+    # shot 0 sees shot 1 only; shot 1 sees 0 and 2; shot 2 sees 1; shot 3 nobody (the global base rate)
+    np.testing.assert_allclose(prior, [(0.5 * 0.0 + 0.2) / 1.5, (1.0 + 0.5 + 0.2) / 3.0, (0.0 + 0.2) / 1.5, 0.2])
+    # neighbours strictly inside R: at exactly 100 m shot 0 and shot 1 no longer see each other
+    prior = spatial_prior(x, y, share, rel, 0.2, radius=100.0, prior_weight=1.0, kernel="flat")
+    np.testing.assert_allclose(prior, [0.2, 0.2, 0.2, 0.2])
+    # Gaussian kernel, sigma = R / 2
+    g = np.exp(-100.0 ** 2 / (2 * 75.0 ** 2))
+    prior = spatial_prior(x, y, share, rel, 0.2, radius=150.0, prior_weight=2.0, kernel="gaussian")
+    assert prior[0] == pytest.approx((g * 0.5 * 0.0 + 2 * 0.2) / (g * 0.5 + 2))
+    assert prior[1] == pytest.approx((g * 1.0 + g * 0.5 + 2 * 0.2) / (2 * g + 2))
+
+
+def test_spatial_prior_excludes_the_shot_itself():
+    from crevkit.probability import spatial_prior
+
+    # two shots at the same place: each one's prior is the other's share (m -> 0), never its own
+    prior = spatial_prior([5.0, 5.0], [5.0, 5.0], [1.0, 0.0], [1.0, 1.0], 0.5, radius=10.0, prior_weight=0.0)
+    np.testing.assert_array_equal(prior, [0.0, 1.0])
+    # alone, a shot has no neighbour: the base rate even with m = 0
+    prior = spatial_prior([5.0], [5.0], [1.0], [1.0], 0.3, radius=10.0, prior_weight=0.0)
+    np.testing.assert_array_equal(prior, [0.3])
+
+
+def test_spatial_prior_ignores_nan_shares_and_other_periods():
+    from crevkit.probability import spatial_prior
+
+    x = np.array([0.0, 50.0, 60.0, 70.0])
+    y = np.zeros(4)
+    share = np.array([0.0, 1.0, np.nan, 1.0])
+    rel = np.ones(4)
+    groups = np.array(["2004", "2004", "2004", "2007"])
+    prior = spatial_prior(x, y, share, rel, 0.5, radius=500.0, prior_weight=1.0, kernel="flat", groups=groups)
+    # shot 0: shot 1 only (2 has no share, 3 is another period); shot 2 (NaN share) still gets a prior
+    np.testing.assert_allclose(prior, [(1.0 + 0.5) / 2, (0.0 + 0.5) / 2, (0.0 + 1.0 + 0.5) / 3, 0.5])
+    # dropping the NaN shot changes nobody else's prior
+    keep = [0, 1, 3]
+    np.testing.assert_array_equal(
+        spatial_prior(x[keep], y[keep], share[keep], rel[keep], 0.5, radius=500.0, prior_weight=1.0,
+                      kernel="flat", groups=groups[keep]), prior[keep])
+    # without periods, shot 3 is a neighbour of all
+    prior = spatial_prior(x, y, share, rel, 0.5, radius=500.0, prior_weight=1.0, kernel="flat")
+    assert prior[3] == pytest.approx((0.0 + 1.0 + 0.5) / 3)
+
+
+@given(st.floats(0.0, 1.0), st.integers(1, 12), st.integers(0, 2**31 - 1))
+def test_identical_neighbourhood_gives_its_share(s, n, seed):
+    from crevkit.probability import spatial_prior
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0, 100, n + 1), rng.uniform(0, 100, n + 1)
+    share = np.full(n + 1, s)
+    share[0] = 1.0 - s  # the shot's own share must not matter
+    prior = spatial_prior(x, y, share, np.ones(n + 1), 0.9, radius=1000.0, prior_weight=1e-12)
+    assert prior[0] == pytest.approx(s, abs=1e-9)
+
+
+@given(st.integers(1, 40), st.integers(0, 2**31 - 1), st.floats(1.0, 400.0), st.floats(0.0, 5.0),
+       st.sampled_from(["flat", "gaussian"]), st.integers(1, 7))
+def test_spatial_prior_matches_its_definition_and_ignores_order(n, seed, radius, m, kernel, block):
+    from crevkit.probability import spatial_prior
+
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.uniform(0, 500, n), 1)  # rounded: some shots share a position
+    y = np.round(rng.uniform(0, 300, n), 1)
+    share = rng.choice([0.0, 0.25, 0.5, 1.0, np.nan], n)
+    rel = rng.uniform(0, 1, n)
+    rel[rng.uniform(size=n) < 0.2] = 0.0
+    groups = rng.choice(["a", "b"], n)
+    base = float(rng.uniform())
+    want = _brute_prior(x, y, share, rel, base, radius, m, kernel, groups)
+    got = spatial_prior(x, y, share, rel, base, radius=radius, prior_weight=m, kernel=kernel, groups=groups,
+                        block_size=block)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert np.all((got >= 0) & (got <= 1))
+    perm = rng.permutation(n)
+    shuffled = spatial_prior(x[perm], y[perm], share[perm], rel[perm], base, radius=radius, prior_weight=m,
+                             kernel=kernel, groups=groups[perm])
+    np.testing.assert_allclose(shuffled, got[perm], rtol=1e-10, atol=1e-12)
+
+
+def test_apply_snr_with_the_spatial_prior():
+    from crevkit.probability import apply_snr
+
+    plain = shot_probabilities(ROWS, DIST, LABELS)
+    share = plain["p_crevasse"].to_numpy()
+    snr = np.array([1000.0, 10.0, 5.0, 3.0])
+    xy = np.array([0.0, 100.0, 200.0, 300.0])
+    glob = apply_snr(plain, snr, LABELS, snr_half=10.0)
+    np.testing.assert_array_equal(glob["prior"], 0.5)
+    # isolated shots (no neighbour within R) give the global pull exactly
+    far = apply_snr(plain, snr, LABELS, snr_half=10.0, x=xy * 100, y=xy, neighbour_radius=500.0)
+    pd_testing_equal(far, glob)
+    for kernel in ("flat", "gaussian"):
+        near = apply_snr(plain, snr, LABELS, snr_half=10.0, x=xy, y=xy * 0, neighbour_radius=150.0,
+                         prior_weight=2.0, neighbour_kernel=kernel)
+        rel = near["reliability"].to_numpy()
+        np.testing.assert_allclose(near["prior"], _brute_prior(xy, xy * 0, share, rel, 0.5, 150.0, 2.0, kernel))
+    np.testing.assert_allclose(near["p_crevasse"], near["prior"] + rel * (share - near["prior"]))
+    np.testing.assert_array_equal(near["p_matches"], share)
+    # all shots fully reliable: p is the share whatever the neighbours say
+    strong = apply_snr(plain, np.full(4, np.nan), LABELS, x=xy, y=xy * 0, neighbour_radius=1e6, prior_weight=0.1)
+    np.testing.assert_array_equal(strong["p_crevasse"], share)
+    # neighbour_radius 0 is the global pull
+    pd_testing_equal(apply_snr(plain, snr, LABELS, x=xy, y=xy, neighbour_radius=0.0), glob)
+
+
+def pd_testing_equal(a, b):
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_spatial_prior_validation():
+    from crevkit.probability import apply_snr, spatial_prior
+
+    ok = dict(x=[0.0, 1.0], y=[0.0, 1.0], share=[0.0, 1.0], reliability=[1.0, 1.0], base=0.5)
+
+    def call(**kw):
+        args = {**ok, **kw}
+        return spatial_prior(args.pop("x"), args.pop("y"), args.pop("share"), args.pop("reliability"),
+                             args.pop("base"), **args)
+
+    call(radius=10.0)
+    for kw, err, name in [
+        (dict(radius=-1.0), CrevkitValueError, "radius"),
+        (dict(radius=float("inf")), CrevkitValueError, "radius"),
+        (dict(radius="500"), CrevkitTypeError, "radius"),
+        (dict(prior_weight=-0.5), CrevkitValueError, "prior_weight"),
+        (dict(prior_weight=float("nan")), CrevkitValueError, "prior_weight"),
+        (dict(prior_weight=True), CrevkitTypeError, "prior_weight"),
+        (dict(kernel="box"), CrevkitValueError, "kernel"),
+        (dict(base=1.5), CrevkitValueError, "base"),
+        (dict(base=None), CrevkitTypeError, "base"),
+        (dict(x=[0.0]), CrevkitValueError, "x"),
+        (dict(y=[[0.0, 1.0]]), CrevkitValueError, "y"),
+        (dict(x=["a", "b"]), CrevkitTypeError, "x"),
+        (dict(share=[0.0, 2.0]), CrevkitValueError, "share"),
+        (dict(reliability=[1.0, np.nan]), CrevkitValueError, "reliability"),
+        (dict(reliability=[1.0]), CrevkitValueError, "reliability"),
+        (dict(groups=["a"]), CrevkitValueError, "groups"),
+        (dict(block_size=0), CrevkitValueError, "block_size"),
+    ]:
+        with pytest.raises(err, match=name):
+            call(**{"radius": 10.0, **kw})
+    plain = shot_probabilities(ROWS, DIST, LABELS)
+    snr = np.full(4, 5.0)
+    with pytest.raises(CrevkitValueError, match="x and y"):
+        apply_snr(plain, snr, LABELS, neighbour_radius=100.0)
+    with pytest.raises(CrevkitValueError, match="neighbour_radius"):
+        apply_snr(plain, snr, LABELS, x=np.zeros(4), y=np.zeros(4), neighbour_radius=-1.0)
+    with pytest.raises(CrevkitValueError, match="neighbour_kernel"):
+        apply_snr(plain, snr, LABELS, x=np.zeros(4), y=np.zeros(4), neighbour_radius=1.0, neighbour_kernel="box")
+    with pytest.raises(CrevkitTypeError, match="prior_weight"):
+        apply_snr(plain, snr, LABELS, prior_weight="1")
+
+
+def test_config_has_the_spatial_prior_keys():
+    from crevkit.errors import ConfigError
+    from crevkit.pipeline.config import template, validate_config
+
+    cfg = validate_config({})
+    assert cfg["probability"]["neighbour_radius"] > 0 and cfg["probability"]["prior_weight"] > 0
+    assert "neighbour_radius" in template() and "prior_weight" in template()
+    assert validate_config({"probability": {"neighbour_radius": 0}})["probability"]["neighbour_radius"] == 0
+    with pytest.raises(ConfigError, match="probability.neighbour_radius"):
+        validate_config({"probability": {"neighbour_radius": -5}})
+    with pytest.raises(ConfigError, match="probability.neighbour_kernel"):
+        validate_config({"probability": {"neighbour_kernel": "box"}})

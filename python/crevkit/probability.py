@@ -38,13 +38,45 @@ proportion to how little the shot can be trusted:
 * ``reliability = snr² / (snr² + snr_half²)`` (``snr_half``: the SNR at which a
   shot's own evidence and the prior count equally; NaN SNR: 1, no pull);
 * ``p_crevasse = prior + reliability · (share − prior)``, ``prior`` = the
-  positive share among the labelled tiles (the library's base rate);
+  positive share among the labelled tiles (the library's base rate), or
+  the spatial prior below;
 * ``p_matches`` keeps the share itself, and ``confidence`` is multiplied by
   the reliability.
 
 A strong shot keeps its share; a weak one lands near the base rate, i.e. in
 the middle of the ranking instead of at either end, which is what its
 evidence supports (demo scene: shot AUC 0.79 → 0.86, Brier 0.111 → 0.099).
+
+Spatial prior (``neighbour_radius`` > 0): crevasse fields are spatially
+coherent (ICESat shots are 172 m apart along track, footprints ~70 m), so a
+weak shot is better pulled toward what its *neighbours* say than toward the
+global base rate.  This is empirical-Bayes shrinkage toward a local mean
+(:func:`spatial_prior`).  For shot ``i``, over the other shots ``j ≠ i`` of
+the same period (the map stage's ``period``: a crevasse field may appear or
+vanish between campaigns) with a finite share and ``d_ij < R`` (Euclidean
+distance in the projected x/y, metres in EPSG:3413):
+
+* ``prior_i = (Σ_j g(d_ij) rel_j share_j + m · base) / (Σ_j g(d_ij) rel_j + m)``,
+  ``base`` the labelled tiles' positive share, ``m`` (``prior_weight``) the
+  base rate's weight in pseudo-shots, ``rel_j`` the neighbours'
+  reliabilities (a weak neighbour counts for little) and ``g`` the distance
+  kernel: ``"flat"`` (``g = 1``) or ``"gaussian"``
+  (``g = exp(−d² / (2 (R/2)²))``, cut at ``R``);
+* ``p_crevasse = prior_i + rel_i · (share_i − prior_i)``.
+
+The shot's own share never enters its prior (no double counting); NaN shares
+are no neighbours; a shot with no neighbour (or only zero-weight ones) gets
+``prior_i = base``, i.e. exactly the global pull; ``R = 0`` turns the
+spatial prior off.  With ``m = 0`` the prior is the neighbours' weighted mean
+alone (``base`` only for isolated shots).  The table gains ``prior``.  No
+truth is used: only the shots' own shares, SNRs and positions.
+
+Defaults (``R = 250`` m, ``m = 1``, Gaussian), measured on the demo scene:
+shot AUC 0.863 → 0.909 (Brier 0.100 → 0.090) on seed 0 and 0.853 → 0.882
+(0.088 → 0.082) on seed 1 against the global pull.  Radii of 175–300 m
+(one along-track spacing plus a footprint) do about as well; 1–2 km
+dilute the neighbourhood with other surfaces (AUC ≈ 0.86–0.87), and below
+the 172 m shot spacing the gain shrinks.
 """
 
 from __future__ import annotations
@@ -58,11 +90,14 @@ from ._validation import check_int, check_positive
 from .errors import CrevkitTypeError, CrevkitValueError
 
 __all__ = ["shot_probabilities", "snr_reliability", "shrink_toward_prior", "shot_snr", "labelled_prior",
-           "apply_snr", "WEIGHTINGS"]
+           "spatial_prior", "apply_snr", "WEIGHTINGS", "NEIGHBOUR_KERNELS"]
 
 WEIGHTINGS = ("uniform", "inverse_distance", "softmax")
+NEIGHBOUR_KERNELS = ("flat", "gaussian")
 _EPS = 1e-4
 SNR_HALF = 10.0  # default: the benchmark's denoiser retrieval is about halfway from chance to its ceiling at SNR 10
+NEIGHBOUR_RADIUS = 250.0  # metres; default of spatial_prior (the pipeline's default is in its config schema)
+PRIOR_WEIGHT = 1.0  # base-rate pseudo-shots of spatial_prior
 
 
 def snr_reliability(snr: Any, snr_half: float = SNR_HALF) -> np.ndarray:
@@ -122,6 +157,131 @@ def labelled_prior(tile_labels: Any, positive: str = "crevasse") -> float:
     lab = np.array([("" if v is None else str(v)).strip().lower() for v in np.asarray(tile_labels, dtype=object)])
     labelled = (lab != "") & (lab != "unknown")
     return float((lab[labelled] == positive.strip().lower()).mean()) if labelled.any() else float("nan")
+
+
+def _check_real(value: Any, name: str) -> float:
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise CrevkitTypeError(f"{name} must be a real number, got {type(value).__name__}")
+    out = float(value)
+    if not (np.isfinite(out) and out >= 0.0):
+        raise CrevkitValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return out
+
+
+def _check_vector(value: Any, name: str, n: int | None) -> np.ndarray:
+    if value is None or isinstance(value, (str, bytes)):
+        raise CrevkitTypeError(f"{name} must be a numeric array, got {type(value).__name__}")
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise CrevkitTypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or (n is not None and arr.shape[0] != n):
+        want = "(n,)" if n is None else f"({n},)"
+        raise CrevkitValueError(f"{name} must have shape {want}, got {arr.shape}")
+    return arr.astype(np.float64, copy=False)
+
+
+def spatial_prior(x: Any, y: Any, share: Any, reliability: Any, base: float, *,
+                  radius: float = NEIGHBOUR_RADIUS, prior_weight: float = PRIOR_WEIGHT, kernel: str = "gaussian",
+                  groups: Any = None, block_size: int = 65536) -> np.ndarray:
+    """Local prior of every shot: its neighbours' reliability-weighted mean share, with the base rate as ``m`` shots.
+
+    ``prior_i = (Σ_{j≠i, d_ij<R} g(d_ij) rel_j share_j + m·base) / (Σ_{j≠i, d_ij<R} g(d_ij) rel_j + m)``
+    (see the module docstring).
+
+    Parameters
+    ----------
+    x, y : array_like of float, shape (n,)
+        Shot positions in a projected CRS (metres; EPSG:3413 in the pipeline).
+        A shot with a non-finite position is nobody's neighbour and gets ``base``.
+    share : array_like of float, shape (n,)
+        Each shot's share of crevassed matches (``p_matches``); NaN = no
+        labelled match (not a neighbour; its own prior is still computed).
+    reliability : array_like of float, shape (n,)
+        :func:`snr_reliability` of each shot, in [0, 1].
+    base : float
+        The global base rate, in [0, 1].
+    radius : float, default 250
+        ``R`` (metres): neighbours lie strictly closer than this.  0: every
+        prior is ``base`` (the global pull).
+    prior_weight : float, default 1
+        ``m``: the base rate's weight, in shots of reliability 1 (>= 0).
+    kernel : {"flat", "gaussian"}, default "gaussian"
+        ``g(d)``: 1, or ``exp(−d² / (2 (R/2)²))``.
+    groups : array_like, shape (n,), optional
+        Only shots of the same group are neighbours (the pipeline passes the
+        map period of each shot).  Default: one group.
+    block_size : int
+        Shots queried at a time (bounds the memory of the neighbour pairs).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n,)
+        The priors, in [0, 1].
+
+    Raises
+    ------
+    CrevkitValueError, CrevkitTypeError
+        Shapes disagree, a value is out of range, or an argument has the wrong type
+        (the message names the argument).
+    """
+    from scipy.spatial import cKDTree
+
+    share = _check_vector(share, "share", None)
+    n = share.shape[0]
+    x = _check_vector(x, "x", n)
+    y = _check_vector(y, "y", n)
+    rel = _check_vector(reliability, "reliability", n)
+    if np.any(~np.isfinite(rel)) or np.any(rel < 0) or np.any(rel > 1):
+        raise CrevkitValueError("reliability must be finite and in [0, 1]")
+    finite_share = share[np.isfinite(share)]
+    if np.any(finite_share < 0) or np.any(finite_share > 1):
+        raise CrevkitValueError("share must be in [0, 1] (or NaN)")
+    base = _check_real(base, "base")
+    if base > 1.0:
+        raise CrevkitValueError(f"base must be in [0, 1], got {base!r}")
+    radius = _check_real(radius, "radius")
+    m = _check_real(prior_weight, "prior_weight")
+    if kernel not in NEIGHBOUR_KERNELS:
+        raise CrevkitValueError(f"kernel must be one of {NEIGHBOUR_KERNELS}, got {kernel!r}")
+    block_size = check_int(block_size, "block_size", minimum=1)
+    if groups is None:
+        codes = np.zeros(n, np.int64)
+    else:
+        g_arr = np.asarray(groups, dtype=object)
+        if g_arr.shape != (n,):
+            raise CrevkitValueError(f"groups must have shape ({n},), got {g_arr.shape}")
+        _, codes = np.unique(g_arr.astype(str), return_inverse=True)
+        codes = codes.reshape(-1)
+
+    num = np.zeros(n)
+    den = np.zeros(n)
+    located = np.isfinite(x) & np.isfinite(y)
+    if radius > 0 and n > 1:
+        sigma2 = 2.0 * (radius / 2.0) ** 2
+        for code in np.unique(codes[located]):
+            members = np.flatnonzero(located & (codes == code))
+            sources = members[np.isfinite(share[members]) & (rel[members] > 0)]
+            if sources.size == 0:
+                continue
+            src_xy = np.column_stack([x[sources], y[sources]])
+            tree = cKDTree(src_xy)
+            src_val = rel[sources] * share[sources]
+            for b in range(0, members.size, block_size):
+                targets = members[b:b + block_size]
+                qtree = cKDTree(np.column_stack([x[targets], y[targets]]))
+                pairs = qtree.sparse_distance_matrix(tree, radius, output_type="ndarray")
+                ti, sj, d = pairs["i"], pairs["j"], pairs["v"]
+                keep = (d < radius) & (targets[ti] != sources[sj])  # strictly inside R; never the shot itself
+                ti, sj, d = ti[keep], sj[keep], d[keep]
+                g = np.ones_like(d) if kernel == "flat" else np.exp(-(d * d) / sigma2)
+                num[targets] += np.bincount(ti, weights=g * src_val[sj], minlength=targets.size)
+                den[targets] += np.bincount(ti, weights=g * rel[sources][sj], minlength=targets.size)
+    total = den + m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = np.where(total > 0, (num + m * base) / np.where(total > 0, total, 1.0), base)
+    return np.clip(prior, 0.0, 1.0)
 
 
 def shot_probabilities(match_rows: Any, match_distances: Any, tile_labels: Any, *, weighting: str = "uniform",
@@ -246,25 +406,58 @@ def shot_probabilities(match_rows: Any, match_distances: Any, tile_labels: Any, 
 
 
 def apply_snr(table: Any, snr: Any, tile_labels: Any, *, snr_half: float = SNR_HALF,
-              positive: str = "crevasse") -> Any:
+              positive: str = "crevasse", x: Any = None, y: Any = None, groups: Any = None,
+              neighbour_radius: float = 0.0, prior_weight: float = PRIOR_WEIGHT,
+              neighbour_kernel: str = "gaussian") -> Any:
     """A :func:`shot_probabilities` table with the SNR pull toward the prior applied (a new table).
 
-    ``p_crevasse`` becomes :func:`shrink_toward_prior` of the share, with the
-    positive share of the labelled tiles as the prior; ``confidence`` is
-    multiplied by the reliability; ``p_matches`` (the share) and
-    ``reliability`` are added.  The pipeline applies it after computing the
-    shares, locally or in Dask tasks alike.
+    ``p_crevasse`` becomes ``prior + reliability · (share − prior)``;
+    ``confidence`` is multiplied by the reliability; ``p_matches`` (the
+    share), ``reliability`` and ``prior`` are added.  The pipeline applies it
+    after computing the shares, locally or in Dask tasks alike.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A :func:`shot_probabilities` table (its ``p_crevasse`` is the share).
+    snr : array_like of float, shape (n_shots,)
+        Peak SNR of each shot.
+    tile_labels : array_like of str
+        Tile labels: their positive share is the base rate.
+    snr_half : float, default 10
+    positive : str, default "crevasse"
+    x, y : array_like of float, shape (n_shots,), optional
+        Projected positions (metres), needed when ``neighbour_radius > 0``.
+    groups : array_like, shape (n_shots,), optional
+        Period of each shot: only shots of the same period are neighbours.
+    neighbour_radius : float, default 0
+        ``R`` of :func:`spatial_prior` (metres); 0: the prior is the global
+        base rate for every shot.
+    prior_weight : float, default 1
+        ``m`` of :func:`spatial_prior`.
+    neighbour_kernel : {"flat", "gaussian"}, default "gaussian"
     """
     out = table.copy()
     share = out["p_crevasse"].to_numpy(dtype=np.float64)
     snr = np.asarray(snr, dtype=np.float64)
     if snr.shape != share.shape:
         raise CrevkitValueError(f"snr must have shape {share.shape}, got {snr.shape}")
+    radius = _check_real(neighbour_radius, "neighbour_radius")
+    _check_real(prior_weight, "prior_weight")
+    if neighbour_kernel not in NEIGHBOUR_KERNELS:
+        raise CrevkitValueError(f"neighbour_kernel must be one of {NEIGHBOUR_KERNELS}, got {neighbour_kernel!r}")
+    if radius > 0 and (x is None or y is None):
+        raise CrevkitValueError("x and y are needed when neighbour_radius > 0")
     reliability = snr_reliability(snr, snr_half)
-    prior = labelled_prior(tile_labels, positive)
-    if np.isfinite(prior):  # no labelled tile: every share is NaN anyway
-        out["p_crevasse"] = shrink_toward_prior(share, snr, prior, snr_half)
+    base = labelled_prior(tile_labels, positive)
+    prior = np.full(share.shape, base)
+    if np.isfinite(base):  # no labelled tile: every share is NaN anyway
+        if radius > 0:
+            prior = spatial_prior(x, y, share, reliability, base, radius=radius, prior_weight=prior_weight,
+                                  kernel=neighbour_kernel, groups=groups)
+        out["p_crevasse"] = prior + reliability * (share - prior)
     out["confidence"] = np.clip(out["confidence"].to_numpy() * reliability, 0.0, 1.0)
     out["p_matches"] = share
     out["reliability"] = reliability
+    out["prior"] = prior
     return out

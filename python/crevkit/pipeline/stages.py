@@ -358,9 +358,15 @@ def probability_stage(ctx: Context) -> StageCounts:
     else:
         matches = np.load(ctx.path(MATCHES))
         probs = shot_probabilities(matches["rows"], matches["distances"], labels, weighting=cfg["weighting"])
-    if cfg["snr_half"] > 0:  # weak shots toward the base rate (same on both paths: applied here)
+    if cfg["snr_half"] > 0:  # weak shots toward the (local) prior (same on both paths: applied here)
+        from ..maps import period_labels
+
         snr = shot_snr(shots.waveforms, table["bg_mean"].to_numpy(), table["bg_sd"].to_numpy())
-        probs = apply_snr(probs, snr, labels, snr_half=cfg["snr_half"])
+        radius = cfg["neighbour_radius"]
+        periods = period_labels(table["time"], ctx.section("map")["period"]) if radius > 0 else None
+        probs = apply_snr(probs, snr, labels, snr_half=cfg["snr_half"], x=table["x"].to_numpy(),
+                          y=table["y"].to_numpy(), groups=periods, neighbour_radius=radius,
+                          prior_weight=cfg["prior_weight"], neighbour_kernel=cfg["neighbour_kernel"])
     out = pd.DataFrame({
         "shot_id": table["shot_id"].astype("int64").to_numpy(),
         "time": table["time"].to_numpy(),
@@ -412,7 +418,7 @@ STAGES: list[Stage] = [
     Stage("som", som_stage, sections=("som",), outputs=(f"{SOM}/som.npz", f"{SOM}/bmu.npz")),
     Stage("cluster", cluster_stage, sections=("clustering",), outputs=(f"{CLUSTERS}/clusters.json",)),
     Stage("label", label_stage, sections=("label",), inputs=("labels",), outputs=(TILE_LABELS,)),
-    Stage("probability", probability_stage, sections=("probability",), outputs=(RESULTS,)),
+    Stage("probability", probability_stage, sections=("probability", "map"), outputs=(RESULTS,)),  # map: period
     Stage("map", map_stage, sections=("map",), outputs=(MAPS,)),
     Stage("report", report_stage, sections=("report", "truth"), outputs=(REPORT,)),
 ]
