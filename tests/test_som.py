@@ -232,6 +232,18 @@ def test_same_bits_across_runs_threads_and_chunks():
     assert np.array_equal(b1, fits[1].set_params(n_threads=2).bmu(X))
 
 
+def test_same_bits_whether_chunks_are_packed_whole_or_by_slice():
+    """More than one node block (900 nodes) and features over three 512-wide blocks: chunks of 12 rows are
+    packed whole and reused by every node block, chunks of 240 one slice at a time; same bits."""
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(600, 1100)) + rng.integers(0, 4, (600, 1)) * 2.0 + 50.0).astype(np.float32)
+    fits = [SelfOrganizingMap(30, 30, epochs=2, seed=2, n_threads=t, chunk_rows=c).fit(X)
+            for t, c in [(2, 240), (2, 12), (1, 12)]]
+    for other in fits[1:]:
+        assert fits[0].codebook_.tobytes() == other.codebook_.tobytes()
+        assert fits[0].history_ == other.history_
+
+
 def test_streamed_fit_equals_in_memory(tmp_path, monkeypatch):
     import crevkit.som as som_mod
 

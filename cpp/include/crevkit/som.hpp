@@ -154,10 +154,10 @@ constexpr int64_t XN_LANES = 8;
 // multiple of MR) are zero.  The micro-kernel broadcasts its MR rows from MR
 // short row segments, so no transpose is needed: packing is a vectorized
 // centred copy (a transposed MR-row panel cost ~10 % of a 20 x 20 map's
-// search).  Only one such slice per thread exists at a time (repacked for
-// every node block: m * kc subtractions against m * kc * NC products), never
-// the whole chunk.  If lanes is given, feature j of row i is added to
-// lanes[i * XN_LANES + (j - p0) % XN_LANES] while the row is being read
+// search).  bmu_accumulate keeps either one such slice per thread,
+// repacked for every node block, or, on large maps, the chunk's slices side
+// by side, each packed once.  If lanes is given, feature j of row i is added
+// to lanes[i * XN_LANES + (j - p0) % XN_LANES] while the row is being read
 // anyway; called with p0 increasing and summed in lane order by
 // finish_norms, that gives |x_i - mu|^2 in a fixed order (it depends only on
 // d), with XN_LANES independent chains instead of one long dependent one.
@@ -369,6 +369,14 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
     const int64_t n_chunks = (n + chunk - 1) / chunk;
     const int64_t k_pad = round_up(n_nodes, NR);
     const int64_t nc_max = std::min(NC, k_pad);
+    // Packing: on large maps (many node blocks, a chunk under 1/64 of the
+    // codebook) each chunk is packed once, whole, and reused by every node
+    // block (repacking a slice per node block cost ~7 % of a 200 x 300
+    // search: the copy is memory-bound, the products are not).  Otherwise one
+    // KC slice at a time, repacked per node block: per thread chunk x KC
+    // floats instead of chunk x D (40 x 40 x 5,000: 0.5 MiB instead of 4.6,
+    // against the memory budget of codebook, sums and one chunk).
+    const bool whole_chunk = k_pad > NC && chunk * 64 <= k_pad;
     const float inf = std::numeric_limits<float>::infinity();
     ParallelErrors errors;
 
@@ -382,7 +390,7 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
         std::vector<std::array<int64_t, 2>> pairs;
         std::vector<double> exact, xnv, xn_lanes;
         errors.run([&] {
-            a_pack = aligned_floats(chunk * std::min(KC, d));
+            a_pack = aligned_floats(chunk * (whole_chunk ? d : std::min(KC, d)));
             c_tile = aligned_floats(chunk * nc_max);
             best1.resize(chunk); best2.resize(chunk); idx1.resize(chunk); idx2.resize(chunk);
             pairs.reserve(2 * chunk);
@@ -417,8 +425,8 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
                     std::fill(C, C + m_pad * nc_pad, 0.0f);
                     for (int64_t p0 = 0; p0 < d; p0 += KC) {
                         const int64_t kc = std::min(KC, d - p0);
-                        const float* A = a_pack.get();
-                        pack_a_block(Xc, m, d, p0, kc, mean, a_pack.get(), n0 == 0 ? lanes : nullptr);
+                        float* A = a_pack.get() + (whole_chunk ? p0 * m_pad : 0);
+                        if (!whole_chunk || n0 == 0) pack_a_block(Xc, m, d, p0, kc, mean, A, n0 == 0 ? lanes : nullptr);
                         const float* Bblk = P + p0 * k_pad + n0 * kc;
                         for (int64_t j0 = 0; j0 < nc_pad; j0 += NR) {
                             const float* B = Bblk + j0 * kc;
