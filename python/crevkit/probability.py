@@ -86,7 +86,7 @@ from typing import Any
 import numpy as np
 
 from ._progress import StageCounts
-from ._validation import check_int, check_positive
+from ._validation import check_finite_number, check_int, check_positive
 from .errors import CrevkitTypeError, CrevkitValueError
 
 __all__ = ["shot_probabilities", "snr_reliability", "shrink_toward_prior", "shot_snr", "labelled_prior",
@@ -160,12 +160,8 @@ def labelled_prior(tile_labels: Any, positive: str = "crevasse") -> float:
 
 
 def _check_real(value: Any, name: str) -> float:
-    import numbers
-
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise CrevkitTypeError(f"{name} must be a real number, got {type(value).__name__}")
-    out = float(value)
-    if not (np.isfinite(out) and out >= 0.0):
+    out = check_finite_number(value, name)
+    if out < 0.0:
         raise CrevkitValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return out
 

@@ -535,9 +535,10 @@ class SelfOrganizingMap:
         docs).  Memory above X: the codebook (float32) and per-node sums
         (float64), i.e. ``nodes * D * 12`` bytes at most (rows of nodes that
         never get a hit are never written, so large maps stay well under it),
-        plus per thread a slice of its chunk and a tile of products
-        (``chunk_rows * 512`` floats each), and one block when X must be read
-        or converted.
+        plus per thread a tile of products and a slice of its chunk
+        (``chunk_rows * 512`` floats each; on large maps, where a chunk is
+        under 1/64 of the codebook, the whole packed chunk), and one block
+        when X must be read or converted.
         """
         p = self._check_params()
         X = _as_source(X)
@@ -557,15 +558,14 @@ class SelfOrganizingMap:
         del init
         radii = radius_schedule(p["radius0"], p["radius_final"], p["epochs"], self.cooling)
         # np.zeros maps untouched zero pages: only rows of nodes that get hits are
-        # ever written (the kernel's smoothing reads no other row), and only those
-        # are reset between epochs; on a large map most of ``sums`` stays unmapped
+        # ever written (the Gaussian smoothing reads no other row, and reading an
+        # untouched page maps nothing), and only those are reset between epochs;
+        # on a large map most of ``sums`` stays unmapped
         sums = np.zeros((k, d), dtype=np.float64)
         counts = np.zeros(k, dtype=np.float64)
         history = []
         for sigma in radii:
-            hit = np.flatnonzero(counts)
-            for s0 in range(0, hit.size, 256):  # small temporaries
-                sums[hit[s0:s0 + 256]] = 0.0
+            sums[np.flatnonzero(counts)] = 0.0
             counts.fill(0.0)
             qe_sum, te_count = 0.0, 0
             for _, block in _blocks(X, chunk_rows, check=False):

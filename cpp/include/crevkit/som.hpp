@@ -124,7 +124,6 @@ struct BufferDeleter {
 };
 template <class T>
 using ScratchBuffer = std::unique_ptr<T, BufferDeleter<T>>;
-using AlignedBuffer = ScratchBuffer<float>;
 
 // n elements of T, 64-byte aligned, uninitialized (mapped ones are zero).
 template <class T>
@@ -141,8 +140,6 @@ ScratchBuffer<T> scratch(int64_t n) {
     if (!p) throw std::bad_alloc();
     return ScratchBuffer<T>(static_cast<T*>(p), BufferDeleter<T>{bytes});
 }
-
-inline AlignedBuffer aligned_floats(int64_t n) { return scratch<float>(n); }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -384,14 +381,14 @@ inline void bmu_accumulate(const float* X, int64_t n, int64_t d, const float* me
 #pragma omp parallel num_threads(nt)
 #endif
     {
-        AlignedBuffer a_pack, c_tile;
+        ScratchBuffer<float> a_pack, c_tile;
         std::vector<float> best1, best2;
         std::vector<int64_t> idx1, idx2;
         std::vector<std::array<int64_t, 2>> pairs;
         std::vector<double> exact, xnv, xn_lanes;
         errors.run([&] {
-            a_pack = aligned_floats(chunk * (whole_chunk ? d : std::min(KC, d)));
-            c_tile = aligned_floats(chunk * nc_max);
+            a_pack = scratch<float>(chunk * (whole_chunk ? d : std::min(KC, d)));
+            c_tile = scratch<float>(chunk * nc_max);
             best1.resize(chunk); best2.resize(chunk); idx1.resize(chunk); idx2.resize(chunk);
             pairs.reserve(2 * chunk);
             exact.resize(2 * chunk);
@@ -620,7 +617,7 @@ struct GaussPlan {
     static constexpr int64_t W = 32;  // features per block (4 tiles of 8)
     int64_t rows = 0, cols = 0, npar = 1, cols_pad = 0;
     int64_t max_xwin = 0;  // widest source range along x of a tile of four targets
-    // from this window on, the pass along x skips all-zero sources (measured: narrower, the skip costs more)
+    // from this window on, the pass along x reads only sources with hits (measured: narrower, compacting costs more)
     static constexpr int64_t kSkipWindow = 48;
     std::vector<double> wx, wxp;
     std::vector<int64_t> xlo, xhi;

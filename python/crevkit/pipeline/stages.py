@@ -72,10 +72,10 @@ class _CommittedTiles:
         return self._store.read(rows)
 
 
-def _shot_table(ctx: Context):
+def _shot_table(ctx: Context, *, mmap: bool = False):
     from ..shot_table import ShotTable
 
-    return ShotTable.load(ctx.path(SHOTS))
+    return ShotTable.load(ctx.path(SHOTS), mmap=mmap)
 
 
 def _library(ctx: Context):
@@ -345,10 +345,9 @@ def probability_stage(ctx: Context) -> StageCounts:
 
     from .._atomic import atomic_path
     from ..probability import apply_snr, shot_probabilities, shot_snr
-    from ..shot_table import ShotTable
 
     cfg = ctx.section("probability")
-    shots = ShotTable.load(ctx.path(SHOTS), mmap=True)  # waveforms read in blocks for the SNR only
+    shots = _shot_table(ctx, mmap=True)  # waveforms read in blocks for the SNR only
     table = shots.table
     labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
     if ctx.executor is not None:
