@@ -15,6 +15,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
@@ -24,6 +26,7 @@ from crevkit.denoise import (  # noqa: E402
     GatedInceptionUNet,
     InceptionAutoencoder,
     NoisyWaveformStream,
+    _pad_records,
     _shift_torch,
     blend_with_classical,
     class_retrieval,
@@ -113,6 +116,40 @@ def test_stream_is_the_documented_formula_and_seeded(library):
     d_noisy, _, d_shifts = stream.batch(np.random.default_rng([3, 0]), with_shifts=True)
     np.testing.assert_array_equal(d_noisy.numpy(), a_noisy.numpy())
     np.testing.assert_array_equal(d_shifts.numpy(), shifts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=6), seed=st.integers(0, 2**32 - 1))
+def test_record_padding_is_the_pipelines(lengths, seed):
+    from crevkit.pipeline.stages import _recorded_rows
+
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(0.05, 0.01, (len(lengths), 40)).astype(np.float32)
+    cut = rows.copy()
+    for i, n in enumerate(lengths):
+        cut[i, n:] = np.nan  # what a short record looks like in the shot table
+    expect = _recorded_rows(cut, 40)
+    got = _pad_records(torch.from_numpy(rows), torch.as_tensor(lengths)).numpy()
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-7)
+
+
+def test_stream_cuts_records_to_the_noise_models_lengths(library):
+    lib = library[0][:50]
+    nm = NoiseModel.synthetic(snr_range=(20.0, 50.0), shift_range=(0.0, 5.0), seed=0)
+    plain, _ = NoisyWaveformStream(lib, nm, batch_size=64, seed=3).batch(np.random.default_rng(0))
+    nm.extra["record_lengths"] = np.array([200, 544], np.int32)
+    assert nm.has_record_lengths
+    stream = NoisyWaveformStream(lib, nm, batch_size=64, seed=3)
+    cut, _ = stream.batch(np.random.default_rng(0))
+    cut, plain = cut.numpy(), plain.numpy()
+    short = ~np.isclose(cut[:, 200:], plain[:, 200:]).all(axis=1)
+    assert 10 < short.sum() < 54  # about half the rows drew the 200-sample record
+    np.testing.assert_array_equal(cut[:, :200], plain[:, :200])  # the same draws before the cut
+    np.testing.assert_array_equal(cut[~short], plain[~short])
+    med = np.median(plain[short, :200], axis=1)
+    np.testing.assert_allclose(cut[short, 200:], np.broadcast_to(med[:, None], (short.sum(), 344)), atol=1e-6)
+    off, _ = NoisyWaveformStream(lib, nm, batch_size=64, seed=3, record_lengths=False).batch(np.random.default_rng(0))
+    np.testing.assert_array_equal(off.numpy(), plain)
 
 
 @pytest.mark.parametrize("cls", [InceptionAutoencoder, GatedInceptionUNet])

@@ -227,6 +227,37 @@ def test_fit_on_synthetic_glas_shots(tmp_path):
     q_true = np.quantile(truth["shift"][ok], [0.25, 0.5, 0.75])
     np.testing.assert_allclose(np.quantile(ref.shifts, [0.25, 0.5, 0.75]), q_true, atol=25)
     assert ref.meta["params"]["reference"] == "library"
+    # record lengths: the short (200-sample) records are the truth's
+    lengths = model.extra["record_lengths"]
+    assert lengths.size == ok.sum() and (lengths == 200).sum() == (truth["waveform_type"] == 2).sum()
+
+
+def test_record_lengths_come_from_the_records_and_padding_gives_no_noise():
+    w, *_ = _gaussian_returns(n=300, seed=5)
+    w[::3, 200:] = np.nan  # every third shot a 200-sample short record
+    model = NoiseModel.fit(w, n_samples=544, seed=0)
+    r = model.extra["record_lengths"]
+    assert model.has_record_lengths and r.size == 300
+    assert (r == 200).sum() == 100 and (r == 544).sum() == 200
+    assert model.summary()["short_record_share"] == pytest.approx(1 / 3)
+    assert model.pool.std(axis=1).min() > 0.003  # no window from the padding (sd 0.01 noise)
+    a = model.sample_record_lengths(1000, np.random.default_rng(2))
+    np.testing.assert_array_equal(a, model.sample_record_lengths(1000, np.random.default_rng(2)))
+    assert set(np.unique(a)) == {200, 544} and 0.28 < (a == 200).mean() < 0.39
+    # a model fitted for shorter library waveforms caps the lengths
+    assert NoiseModel.fit(w, n_samples=300, seed=0).sample_record_lengths(50, 0).max() == 300
+    # the lengths are part of the content: same arrays otherwise, other fingerprint
+    other = NoiseModel(model.scales, model.shifts, model.pool, n_samples=544, meta=model.meta,
+                       extra={**model.extra, "record_lengths": np.full(300, 544, np.int32)})
+    assert other.fingerprint() != model.fingerprint()
+
+
+def test_models_without_record_lengths_give_full_records_and_draw_nothing():
+    model = NoiseModel.synthetic(seed=0)
+    assert not model.has_record_lengths
+    g = np.random.default_rng(7)
+    np.testing.assert_array_equal(model.sample_record_lengths(5, g), np.full(5, 544))
+    assert g.integers(0, 1 << 30) == np.random.default_rng(7).integers(0, 1 << 30)
 
 
 def test_leading_edges():

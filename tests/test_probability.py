@@ -282,7 +282,7 @@ def test_apply_snr_with_the_spatial_prior():
     strong = apply_snr(plain, np.full(4, np.nan), LABELS, x=xy, y=xy * 0, neighbour_radius=1e6, prior_weight=0.1)
     np.testing.assert_array_equal(strong["p_crevasse"], share)
     # neighbour_radius 0 is the global pull
-    pd_testing_equal(apply_snr(plain, snr, LABELS, x=xy, y=xy, neighbour_radius=0.0), glob)
+    pd_testing_equal(apply_snr(plain, snr, LABELS, snr_half=10.0, x=xy, y=xy, neighbour_radius=0.0), glob)
 
 
 def pd_testing_equal(a, b):

@@ -147,6 +147,7 @@ _DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "weight_decay": 0.0,
     "background": [0.0, 0.0],
+    "record_lengths": True,
     "seed": 0,
     "validation_size": 1024,
     "validation_every": 100,
@@ -468,20 +469,45 @@ def _shift_torch(w: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return (1.0 - frac) * v_lo + frac * v_hi
 
 
+def _pad_records(noisy: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Cut each row after ``lengths[i]`` samples and fill the rest with the median of what is left.
+
+    The torch twin of how the pipeline feeds short records to the denoiser
+    (``crevkit.pipeline.stages._recorded_rows``: NaN padding replaced by
+    ``np.nanmedian`` of the recorded samples; the median of an even count is
+    the mean of the two middle values, as NumPy's).
+    """
+    n, m = noisy.shape
+    recorded = torch.arange(m, device=noisy.device)[None, :] < lengths[:, None]
+    if bool(recorded.all()):
+        return noisy
+    ordered = torch.where(recorded, noisy, torch.full_like(noisy, math.inf)).sort(dim=1).values
+    lo, hi = ((lengths - 1) // 2)[:, None], (lengths // 2)[:, None]
+    median = 0.5 * (ordered.gather(1, lo) + ordered.gather(1, hi))
+    return torch.where(recorded, noisy, median)
+
+
 class NoisyWaveformStream(IterableDataset):
     """Endless batches ``(noisy, clean)`` from a clean library and a noise model.
 
     Every batch draws ``batch_size`` library rows and, for each of them, a
     fresh ``(scale, shift, noise)`` from ``noise_model.sample`` (plus an
     optional uniform background offset in ``background``, in the noise's
-    units): ``noisy = scale · shift(clean, shift) + noise + offset``.
+    units): ``noisy = scale · shift(clean, shift) + noise + offset``.  When
+    ``record_lengths`` is set and the noise model knows its source's record
+    lengths (:meth:`crevkit.noise.NoiseModel.sample_record_lengths`), each
+    row is then cut to a drawn length and padded with its recorded median,
+    as the pipeline pads short records (GLAS: 200 of 544 samples), so the
+    network learns to carry a return's tail past the end of the record.
     Deterministic for a given ``seed`` (and DataLoader worker id).  The
     gather, shift and sum run on ``device`` (the library is moved there once).
     """
 
     def __init__(self, library: np.ndarray, noise_model: Any, batch_size: int, seed: int,
-                 device: str | torch.device = "cpu", background: tuple[float, float] = (0.0, 0.0)):
+                 device: str | torch.device = "cpu", background: tuple[float, float] = (0.0, 0.0),
+                 record_lengths: bool = True):
         super().__init__()
+        self.record_lengths = bool(record_lengths) and bool(getattr(noise_model, "has_record_lengths", False))
         self.device = torch.device(device)
         self.library = torch.as_tensor(np.ascontiguousarray(library, dtype=np.float32), device=self.device)
         self.noise_model = noise_model
@@ -511,6 +537,9 @@ class NoisyWaveformStream(IterableDataset):
             target = t(np.exp(rng.uniform(math.log(snr[0]), math.log(snr[1]), size=b)))
             scale_t = target * noise_t.std(dim=1) / moved.amax(dim=1).clamp_min(1e-12)
         noisy = scale_t[:, None] * moved + noise_t + t(offset)[:, None]
+        if self.record_lengths:  # drawn last: models without record lengths keep their draws
+            lengths = torch.as_tensor(self.noise_model.sample_record_lengths(b, rng), device=dev)
+            noisy = _pad_records(noisy, lengths)
         return (noisy, clean, t(shifts)) if with_shifts else (noisy, clean)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -867,6 +896,10 @@ class Denoiser:
         noisy waveforms are drawn in all.
     background : (float, float)
         Uniform range of a constant offset added to every training shot (noise units).
+    record_lengths : bool
+        Cut training shots to record lengths drawn from the noise model and
+        pad them as the pipeline pads short records (default True; only
+        where the noise model has record lengths, i.e. was fitted to shots).
     seed : int
         Seeds the weights, the batch draws and the validation set: the same
         config, seed, library and noise model give the same weights on the CPU.
@@ -938,6 +971,8 @@ class Denoiser:
         if len(bg) != 2 or bg[1] < bg[0]:
             raise CrevkitValueError(f"background must be (low, high) with low <= high, got {c['background']!r}")
         c["background"] = bg
+        if not isinstance(c["record_lengths"], bool):
+            raise CrevkitTypeError(f"record_lengths must be True or False, got {c['record_lengths']!r}")
         c["seed"] = check_int(c["seed"], "seed", minimum=0)
         c["validation_size"] = check_int(c["validation_size"], "validation_size", minimum=1)
         c["validation_every"] = check_int(c["validation_every"], "validation_every", minimum=1)
@@ -1016,9 +1051,9 @@ class Denoiser:
             torch.manual_seed(c["seed"])
             model = self._build().to(device)
             stream = NoisyWaveformStream(lib[train_rows], noise_model, c["batch_size"], c["seed"], device,
-                                         tuple(c["background"]))
+                                         tuple(c["background"]), c["record_lengths"])
             val_stream = NoisyWaveformStream(lib[val_rows], noise_model, len(val_rows), c["seed"] + 7919, device,
-                                             tuple(c["background"]))
+                                             tuple(c["background"]), c["record_lengths"])
             val_noisy, val_clean = val_stream.batch(np.random.default_rng([c["seed"], 2]),
                                                     rows=np.arange(len(val_rows)))
             val_root = val_clean.sqrt()

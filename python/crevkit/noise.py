@@ -28,6 +28,11 @@ shifts ..., and 1.9 million noise vectors"):
    and no step (the means of its halves differ by less than ``step_sigma``
    standard errors).  Kept windows minus the shot's background mean form the
    pool (at most ``max_vectors``, subsampled reproducibly by ``seed``).
+6. Record lengths: the number of recorded samples of every shot with any
+   (GLAS keeps 200-sample short records beside 544-sample long ones), capped
+   at ``n_samples``.  :meth:`NoiseModel.sample_record_lengths` draws from
+   them, so the denoiser trains on records cut and padded the way the
+   pipeline pads real short records (with their recorded median).
 
 Units are the input's (volts for GLAS, digitizer counts for LVIS/GEDI); scales
 and noise share them.  :meth:`NoiseModel.save` writes a directory
@@ -301,12 +306,14 @@ class NoiseModel:
         keep_shift: list[np.ndarray] = []
         keep_snr: list[np.ndarray] = []
         keep_bgsd: list[np.ndarray] = []
+        keep_length: list[np.ndarray] = []
         pools: list[np.ndarray] = []
         for b0 in range(0, n_in, batch_size):
             W = np.asarray(w_all[b0: b0 + batch_size], dtype=np.float64)
             nb, m = W.shape
             finite = np.isfinite(W)
             n_valid = np.where(finite.any(axis=1), m - np.argmax(finite[:, ::-1], axis=1), 0)
+            keep_length.append(np.minimum(n_valid[n_valid > 0], n_samples))
             bg, sd = estimate_background(W)
             Wn = np.where(finite, W, -np.inf)
             ipk = np.argmax(Wn, axis=1)
@@ -388,7 +395,8 @@ class NoiseModel:
         extra = {"peaks": np.concatenate(keep_peak).astype(np.float32),
                  "areas": np.concatenate(keep_area).astype(np.float32),
                  "snr": np.concatenate(keep_snr).astype(np.float32),
-                 "bg_sd": np.concatenate(keep_bgsd).astype(np.float32)}
+                 "bg_sd": np.concatenate(keep_bgsd).astype(np.float32),
+                 "record_lengths": np.concatenate(keep_length).astype(np.int32)}
         return cls(scales, np.concatenate(keep_shift), pool, n_samples=n_samples, meta=meta, extra=extra)
 
     @classmethod
@@ -444,16 +452,37 @@ class NoiseModel:
         idx = _rng(rng).integers(0, self.pool.shape[0], (n, per))
         return np.ascontiguousarray(self.pool[idx].reshape(n, per * L)[:, :length])
 
+    @property
+    def has_record_lengths(self) -> bool:
+        """Whether the model knows its source's record lengths (fitted models do; synthetic ones do not)."""
+        r = self.extra.get("record_lengths")
+        return r is not None and r.size > 0
+
+    def sample_record_lengths(self, n: int, rng: Any = None) -> np.ndarray:
+        """``n`` record lengths (recorded samples per shot, at most ``n_samples``) drawn from the fitted ones, int64.
+
+        A model without them (synthetic, or saved before they were kept)
+        returns ``n_samples`` for every shot and draws nothing from ``rng``.
+        """
+        n = check_int(n, "n", minimum=0)
+        if not self.has_record_lengths:
+            return np.full(n, self.n_samples, np.int64)
+        r = self.extra["record_lengths"]
+        return np.minimum(r[_rng(rng).integers(0, r.size, n)].astype(np.int64), self.n_samples)
+
     def sample(self, n: int, length: int | None = None, rng: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(scales, shifts, noise)`` for one batch, drawn in that order from ``rng``."""
         g = _rng(rng)
         return self.sample_scales(n, g), self.sample_shifts(n, g), self.sample_noise(n, length, g)
 
     def fingerprint(self) -> str:
-        """SHA-256 of the model's content (scales, shifts, pool, ``n_samples``): identifies it in provenance."""
+        """SHA-256 of the model's content (scales, shifts, pool, record lengths, ``n_samples``): identifies it in provenance."""
         h = hashlib.sha256(b"crevkit-noise-model")
         h.update(str(self.n_samples).encode())
-        for arr in (self.scales, self.shifts, self.pool):
+        arrays = [self.scales, self.shifts, self.pool]
+        if self.has_record_lengths:  # absent: the same digest as before they were kept
+            arrays.append(self.extra["record_lengths"])
+        for arr in arrays:
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
@@ -481,6 +510,10 @@ class NoiseModel:
         for key in ("peaks", "snr", "bg_sd"):
             if key in self.extra and self.extra[key].size:
                 out[f"{key}_quantiles"] = _quantiles(self.extra[key])
+        if self.has_record_lengths:
+            r = self.extra["record_lengths"]
+            out["record_length_quantiles"] = _quantiles(r.astype(np.float64))
+            out["short_record_share"] = float((r < self.n_samples).mean())
         for key in ("low_snr", "edge_outside", "windows_total", "windows_in_return", "windows_spike",
                     "windows_step", "n_vectors_found"):
             if key in c:

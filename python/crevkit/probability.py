@@ -71,12 +71,16 @@ spatial prior off.  With ``m = 0`` the prior is the neighbours' weighted mean
 alone (``base`` only for isolated shots).  The table gains ``prior``.  No
 truth is used: only the shots' own shares, SNRs and positions.
 
-Defaults (``R = 250`` m, ``m = 1``, Gaussian), measured on the demo scene:
-shot AUC 0.863 → 0.909 (Brier 0.100 → 0.090) on seed 0 and 0.853 → 0.882
-(0.088 → 0.082) on seed 1 against the global pull.  Radii of 175–300 m
-(one along-track spacing plus a footprint) do about as well; 1–2 km
-dilute the neighbourhood with other surfaces (AUC ≈ 0.86–0.87), and below
-the 172 m shot spacing the gain shrinks.
+Defaults (``R = 250`` m, ``m = 0.5``, Gaussian, ``snr_half = 20``), measured
+on the demo scene (``crevkit run --from probability``, both seeds, the same
+matches): shot AUC 0.909 → 0.928 (Brier 0.090 → 0.084) on seed 0 and
+0.882 → 0.901 (0.082 → 0.078) on seed 1 against ``m = 1``, ``snr_half = 10``;
+the global pull gave 0.863 / 0.853.  ``snr_half`` 20–30 with ``m = 0.5``
+was best on both seeds (10: −0.01 to −0.015, 50: −0.005 to −0.01; ``m = 2``
+−0.01); a stronger pull lets a strong shot's neighbours speak too.  Radii of
+175–300 m (one along-track spacing plus a footprint) do about as well;
+1–2 km dilute the neighbourhood with other surfaces (AUC ≈ 0.86–0.87), and
+below the 172 m shot spacing the gain shrinks.
 """
 
 from __future__ import annotations
@@ -95,9 +99,9 @@ __all__ = ["shot_probabilities", "snr_reliability", "shrink_toward_prior", "shot
 WEIGHTINGS = ("uniform", "inverse_distance", "softmax")
 NEIGHBOUR_KERNELS = ("flat", "gaussian")
 _EPS = 1e-4
-SNR_HALF = 10.0  # default: the benchmark's denoiser retrieval is about halfway from chance to its ceiling at SNR 10
+SNR_HALF = 20.0  # default: best of 10 / 20 / 30 / 50 with the spatial prior on both demo seeds (module docstring)
 NEIGHBOUR_RADIUS = 250.0  # metres; default of spatial_prior (the pipeline's default is in its config schema)
-PRIOR_WEIGHT = 1.0  # base-rate pseudo-shots of spatial_prior
+PRIOR_WEIGHT = 0.5  # base-rate pseudo-shots of spatial_prior (0.5 / 1 / 2 measured; module docstring)
 
 
 def snr_reliability(snr: Any, snr_half: float = SNR_HALF) -> np.ndarray:
@@ -201,7 +205,7 @@ def spatial_prior(x: Any, y: Any, share: Any, reliability: Any, base: float, *,
     radius : float, default 250
         ``R`` (metres): neighbours lie strictly closer than this.  0: every
         prior is ``base`` (the global pull).
-    prior_weight : float, default 1
+    prior_weight : float, default 0.5
         ``m``: the base rate's weight, in shots of reliability 1 (>= 0).
     kernel : {"flat", "gaussian"}, default "gaussian"
         ``g(d)``: 1, or ``exp(−d² / (2 (R/2)²))``.
@@ -305,7 +309,7 @@ def shot_probabilities(match_rows: Any, match_distances: Any, tile_labels: Any, 
         share pulled toward the labelled tiles' positive share by
         :func:`snr_reliability` (module docstring), and the table gains
         ``p_matches`` (the share itself) and ``reliability``.
-    snr_half : float, default 10
+    snr_half : float, default 20
         The SNR at which a shot's share and the prior weigh the same (0: no pull).
     batch_size : int
         Shots processed at a time (bounds memory for millions of shots).
@@ -420,7 +424,7 @@ def apply_snr(table: Any, snr: Any, tile_labels: Any, *, snr_half: float = SNR_H
         Peak SNR of each shot.
     tile_labels : array_like of str
         Tile labels: their positive share is the base rate.
-    snr_half : float, default 10
+    snr_half : float, default 20
     positive : str, default "crevasse"
     x, y : array_like of float, shape (n_shots,), optional
         Projected positions (metres), needed when ``neighbour_radius > 0``.
@@ -429,7 +433,7 @@ def apply_snr(table: Any, snr: Any, tile_labels: Any, *, snr_half: float = SNR_H
     neighbour_radius : float, default 0
         ``R`` of :func:`spatial_prior` (metres); 0: the prior is the global
         base rate for every shot.
-    prior_weight : float, default 1
+    prior_weight : float, default 0.5
         ``m`` of :func:`spatial_prior`.
     neighbour_kernel : {"flat", "gaussian"}, default "gaussian"
     """

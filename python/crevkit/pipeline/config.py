@@ -131,12 +131,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "probability": {
         "weighting": _k(str, "inverse_distance", "vote weighting", ("uniform", "inverse_distance", "softmax")),
-        "snr_half": _k(NUM, 10.0, "shot SNR at which its matches and the labelled tiles' base rate weigh the same "
+        "snr_half": _k(NUM, 20.0, "shot SNR at which its matches and the labelled tiles' base rate weigh the same "
                                   "(weak shots pulled toward the prior; 0: off)"),
         "neighbour_radius": _k(NUM, 250.0, "spatial prior: a shot's prior is the reliability-weighted mean share of "
                                            "the other shots of its map period within this distance (m, x/y), "
                                            "with the base rate as prior_weight shots; 0: the global base rate"),
-        "prior_weight": _k(NUM, 1.0, "weight of the labelled tiles' base rate in the spatial prior, in shots"),
+        "prior_weight": _k(NUM, 0.5, "weight of the labelled tiles' base rate in the spatial prior, in shots"),
         "neighbour_kernel": _k(str, "gaussian", "neighbour weight by distance d: flat (1) or gaussian "
                                             "(exp(-d^2 / (2 (R/2)^2)), cut at neighbour_radius)",
                                ("flat", "gaussian")),

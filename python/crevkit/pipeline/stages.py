@@ -156,14 +156,20 @@ def _recorded_waveforms(table, n_samples: int) -> np.ndarray:
     return _recorded_rows(table.waveforms, n_samples)
 
 
-def _recorded_rows(waveforms, n_samples: int) -> np.ndarray:
-    """:func:`_recorded_waveforms` of some rows of a shot table's waveforms (row by row, so any split agrees)."""
+def _recorded_rows(waveforms, n_samples: int, *, fill: bool = True) -> np.ndarray:
+    """:func:`_recorded_waveforms` of some rows of a shot table's waveforms (row by row, so any split agrees).
+
+    ``fill=False`` keeps the NaN padding (what the noise model must see: the
+    padding is not noise).
+    """
     wf = np.asarray(waveforms, dtype=np.float32)
     out = np.empty((wf.shape[0], n_samples), np.float32)
     m = min(n_samples, wf.shape[1])
     out[:, :m] = wf[:, :m]
     if n_samples > m:
         out[:, m:] = np.nan
+    if not fill:
+        return out
     bad = ~np.isfinite(out)
     fill = np.zeros(out.shape[0], np.float32)
     some = ~bad.all(axis=1)  # missing shots (all NaN) stay NaN rows and are skipped later
@@ -181,7 +187,8 @@ def noise_model_stage(ctx: Context) -> StageCounts:
     library = _library(ctx)
     n_samples = int(library.metadata["n_samples"])
     valid = table.valid_waveforms() if hasattr(table, "valid_waveforms") else np.ones(len(table.table), bool)
-    waveforms = _recorded_waveforms(table, n_samples)
+    # NaN-padded: a short record's padding must give neither noise windows nor a record length of n_samples
+    waveforms = _recorded_rows(table.waveforms, n_samples, fill=False)
     valid = np.asarray(valid, bool)
     # the library as reference: shifts are measured against where library
     # returns really start, not against a flat surface's leading edge
