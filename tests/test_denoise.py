@@ -248,8 +248,9 @@ def test_hyperparameters_are_validated():
         Denoiser(loss="l1")
     with pytest.raises(CrevkitValueError, match="architecture"):
         Denoiser(architecture="transformer")
-    with pytest.raises(CrevkitTypeError, match="blend"):
+    with pytest.raises(CrevkitValueError, match="blend"):
         Denoiser(blend="yes")
+    assert Denoiser(blend=True).config["blend"] == "floor" and Denoiser(blend=False).config["blend"] == "none"
     with pytest.raises(CrevkitValueError, match="shift_weight"):
         Denoiser(shift_weight=-1.0)
     for key, bad in (("contrastive_weight", -0.1), ("contrastive_weight", float("nan")), ("tail_weight", -1.0),
@@ -395,8 +396,16 @@ def test_transform_streams_batches_and_marks_bad_rows(library, tmp_path):
     ok = np.isfinite(x).all(axis=1)
     np.testing.assert_allclose(den.transform(x, batch_size=64, blend=True)[ok], blend_with_classical(net[ok], x[ok]),
                                atol=1e-5)
+    # "max": the floor blend, never below the network's own root; "none" is the network alone
+    mx = den.transform(x, batch_size=64, blend="max")
+    np.testing.assert_allclose(mx[ok], blend_with_classical(net[ok], x[ok], mode="max"), atol=1e-5)
+    np.testing.assert_array_equal(den.transform(x, batch_size=64, blend="none"), net)
+    # where the network has mass, "max" keeps it (a rescaled copy of the network's root where the floor
+    # blend is lower), so it never has fewer non-zero samples than the network
+    assert ((mx[ok] > 0) | (net[ok] <= 0)).all()
+    assert (mx[ok] > 0).sum() >= (blend_with_classical(net[ok], x[ok]) > 0).sum()
     den.config["blend"] = True
-    with pytest.raises(CrevkitTypeError):
+    with pytest.raises(CrevkitValueError):
         den.transform(x, blend="yes")
     assert np.isnan(whole[5]).all() and np.isfinite(np.delete(whole, 5, axis=0)).all()
     np.testing.assert_allclose(np.delete(whole, 5, axis=0).sum(axis=1), 1.0, rtol=1e-4)

@@ -30,6 +30,7 @@ OVERRIDES = {"som": {"rows": 8, "cols": 8, "epochs": 4}, "denoiser": {"steps": 1
 # outputs compared byte for byte (tables, rasters, arrays written by np.save / np.savez)
 BYTE_IDENTICAL = ["tiles/index.parquet", "clusters/tile_labels.parquet", "results/shots.parquet",
                   "library/library.parquet", "features/features.parquet", "shots/denoised.npy",
+                  "shots/denoised_max.npy", "results/blend_calibration.json",
                   "results/matches.npz", "som/som.npz", "som/bmu.npz"]
 
 
@@ -110,7 +111,8 @@ def test_local_cluster_run_equals_local_run(runs):
     _same_outputs(runs["local"], runs["dask"])
     tasks = json.loads((runs["dask"] / "tasks.json").read_text())
     per_stage = {stage: info["tasks"] for stage, info in tasks.items()}
-    assert set(per_stage) == {"tile", "simulate", "denoise", "match", "features", "probability"}
+    # denoise.blend auto: the match stage matches both candidate blends, a task group each
+    assert set(per_stage) == {"tile", "simulate", "denoise", "match", "match (max)", "features", "probability"}
     assert min(per_stage.values()) >= 2  # really split: several tasks per stage
 
 

@@ -69,6 +69,15 @@ def test_output_contract(demo):
     metrics = json.loads((run / "report" / "metrics.json").read_text())
     assert metrics["auc"] >= MIN_AUC
     assert metrics["auc_clean"] >= MIN_AUC_CLEAN
+    # denoise.blend auto: both candidate blends were denoised and matched, the probability stage chose one
+    # on the labelled tiles and recorded why
+    blend = json.loads((run / "results" / "blend_calibration.json").read_text())
+    assert blend["setting"] == "auto" and blend["candidates"] == ["floor", "max"]
+    assert blend["mode"] in blend["candidates"] and blend["auc"][blend["mode"]] == max(blend["auc"].values())
+    assert metrics["blend"] == blend
+    with np.load(run / "results" / "matches.npz") as z:
+        assert {"rows", "distances", "rows_max", "distances_max"} == set(z.files)
+    assert (run / "shots" / "denoised_max.npy").exists()
 
 
 def test_change_raster_positive_where_crevasses_appeared(demo):

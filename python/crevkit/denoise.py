@@ -109,6 +109,7 @@ __all__ = [
     "NoisyWaveformStream",
     "classical_denoise",
     "blend_with_classical",
+    "BLEND_MODES",
     "shift_waveforms",
     "thresholded_centroid",
     "matching_vectors",
@@ -141,7 +142,7 @@ _DEFAULTS: dict[str, Any] = {
     "finetune_steps": 0,
     "finetune_snr": [15.0, 100.0],
     "shift_weight": 0.002,
-    "blend": True,
+    "blend": "floor",
     "n_steps": 500,
     "batch_size": 512,
     "learning_rate": 3e-3,
@@ -359,9 +360,21 @@ def class_retrieval(waveforms: Any, library: Any, library_labels: Any, truth: An
 # benchmark's held-out tiles.
 _BLEND_SNR = 15.0
 _BLEND = {"low": (5.0, 3.0, 0.4), "high": (2.0, 1.5, 0.2)}
+# "floor": the mean of the roots; "max": that mean, but never below the network's own root (the floor drops a
+# crevasse's weak late tail, which on the demo scene carries the class); "none": the network alone.
+BLEND_MODES = ("floor", "max", "none")
 
 
-def blend_with_classical(denoised: Any, noisy: Any) -> np.ndarray:
+def _blend_mode(value: Any, name: str = "blend") -> str:
+    """A blend mode from a mode name or a bool (True: "floor", False: "none")."""
+    if isinstance(value, bool):
+        return "floor" if value else "none"
+    if isinstance(value, str) and value in BLEND_MODES:
+        return value
+    raise CrevkitValueError(f"{name} must be one of {BLEND_MODES} or True/False, got {value!r}")
+
+
+def blend_with_classical(denoised: Any, noisy: Any, mode: str = "floor") -> np.ndarray:
     """Mix the network's output with a noise-floored matched filter of the same shots, in the matching space.
 
     For each shot a classical estimate (background removed, Gaussian filter,
@@ -371,8 +384,8 @@ def blend_with_classical(denoised: Any, noisy: Any) -> np.ndarray:
     with the network weighted ``w``: ``root = w · r_net + (1 − w) · r_classical``,
     returned as ``root² / Σ root²``.  The result keeps the denoised
     waveform's frame (its de-shift).  Shots whose classical estimate is empty
-    keep the network's output.  :meth:`Denoiser.transform` applies this when
-    ``blend=True`` (the default).
+    keep the network's output.  :meth:`Denoiser.transform` applies this
+    according to its ``blend`` mode ("floor" by default).
 
     Parameters
     ----------
@@ -380,6 +393,12 @@ def blend_with_classical(denoised: Any, noisy: Any) -> np.ndarray:
         Unit-sum network outputs.
     noisy : array_like, shape (n, n_samples)
         The shots they came from (any scale and offset).
+    mode : {"floor", "max", "none"}
+        "floor": the mean of the roots above; "max": ``max(root, r_net)`` per
+        sample, so that samples the floor dropped keep the network's root
+        (a crevasse's weak late tail; benchmark tiles: 2.5 points of SNR ≥ 20
+        retrieval worse than "floor", demo scene: shot AUC +0.03 to +0.05);
+        "none": ``denoised`` unchanged (rescaled to unit sum).
 
     Returns
     -------
@@ -387,10 +406,11 @@ def blend_with_classical(denoised: Any, noisy: Any) -> np.ndarray:
     """
     den = as_float32_array(denoised, "denoised", ndim=2, allow_nan=False)
     x = as_float32_array(noisy, "noisy", ndim=2, allow_nan=False)
+    mode = _blend_mode(mode, "mode")
     if den.shape != x.shape:
         raise CrevkitValueError(f"denoised {den.shape} and noisy {x.shape} must have the same shape")
     with torch.inference_mode():
-        return _blend_torch(torch.from_numpy(den), torch.from_numpy(x)).numpy()
+        return _blend_torch(torch.from_numpy(den), torch.from_numpy(x), mode).numpy()
 
 
 def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
@@ -408,8 +428,10 @@ def _centroid_torch(w: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     return torch.where(total > 0, (wm * t).sum(dim=1) / total.clamp_min(1e-30), torch.full_like(total, math.nan))
 
 
-def _blend_torch(den: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+def _blend_torch(den: torch.Tensor, noisy: torch.Tensor, mode: str = "floor") -> torch.Tensor:
     """:func:`blend_with_classical` on tensors (one pass, vectorized: it must not slow inference down)."""
+    if mode == "none":
+        return den / den.sum(dim=1, keepdim=True).clamp_min(1e-30)
     x = InceptionAutoencoder.normalize_input(noisy)  # peak 1, so the peak SNR is 1 / sd
     sd = GatedInceptionUNet.noise_sd(x)
     high = (1.0 / sd) >= _BLEND_SNR
@@ -432,7 +454,10 @@ def _blend_torch(den: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
         r = w.clamp_min(0.0).sqrt()
         return r / r.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
-    r = weight * root(den) + (1.0 - weight) * root(part)
+    r_net = root(den)
+    r = weight * r_net + (1.0 - weight) * root(part)
+    if mode == "max":
+        r = torch.maximum(r, r_net)
     out = r * r
     return out / out.sum(dim=1, keepdim=True).clamp_min(1e-30)
 
@@ -863,9 +888,10 @@ class Denoiser:
         :class:`InceptionAutoencoder` (everything through the dense code).
     shift_weight : float
         Weight of the U-Net's auxiliary de-shift loss (smooth L1, samples).
-    blend : bool
-        Mix the network's output with a noise-floored matched filter by
-        estimated SNR at inference (:func:`blend_with_classical`; default True).
+    blend : {"floor", "max", "none"} or bool
+        How the network's output is mixed with a noise-floored matched filter
+        by estimated SNR at inference (:func:`blend_with_classical`; default
+        "floor"; True is "floor", False "none").
     loss : {"sqrt", "mse", "mixed"}
         Squared distance between unit-L2 square roots (the matching space;
         default), relative waveform MSE, or their sum (MSE weighted 0.5).
@@ -941,8 +967,7 @@ class Denoiser:
         c["bottleneck"] = check_int(c["bottleneck"], "bottleneck", minimum=1, maximum=1 << 14)
         if c["architecture"] not in _ARCHITECTURES:
             raise CrevkitValueError(f"architecture must be one of {_ARCHITECTURES}, got {c['architecture']!r}")
-        if not isinstance(c["blend"], bool):
-            raise CrevkitTypeError(f"blend must be True or False, got {c['blend']!r}")
+        c["blend"] = _blend_mode(c["blend"])
         c["shift_weight"] = float(c["shift_weight"])
         if not c["shift_weight"] >= 0.0:
             raise CrevkitValueError(f"shift_weight must be >= 0, got {c['shift_weight']!r}")
@@ -1149,7 +1174,7 @@ class Denoiser:
         return next(self.model_.parameters()).device
 
     def transform(self, waveforms: Any, batch_size: int = 256, *, progress: bool | None = None,
-                  blend: bool | None = None) -> np.ndarray:
+                  blend: bool | str | None = None) -> np.ndarray:
         """Denoise and de-shift shots: (n, n_samples) -> clean float32 (n, n_samples), unit sum.
 
         ``waveforms`` may be a memory-mapped array: it is read, converted to
@@ -1165,16 +1190,16 @@ class Denoiser:
         if len(waveforms.shape) != 2 or waveforms.shape[1] != self.config["n_samples"]:
             raise CrevkitValueError(f"waveforms must have shape (n, {self.config['n_samples']}), "
                                     f"got {tuple(waveforms.shape)}")
-        if blend is not None and not isinstance(blend, bool):
-            raise CrevkitTypeError(f"blend must be True, False or None, got {blend!r}")
+        if blend is not None:
+            blend = _blend_mode(blend)
         out = np.empty(waveforms.shape, dtype=np.float32)
         for start, block in self._batches(waveforms, batch_size, progress, blend):
             out[start:start + len(block)] = block
         return out
 
-    def _batches(self, waveforms: Any, batch_size: int, progress: bool | None, blend: bool | None = None):
+    def _batches(self, waveforms: Any, batch_size: int, progress: bool | None, blend: str | None = None):
         batch_size = check_int(batch_size, "batch_size", minimum=1)
-        blend = self.config["blend"] if blend is None else blend
+        blend = _blend_mode(self.config["blend"] if blend is None else blend)
         n = waveforms.shape[0]
         dev = self._device()
         model = self.model_.eval()
@@ -1189,8 +1214,8 @@ class Denoiser:
                     x = np.where(bad[:, None], 0.0, x).astype(np.float32)
                 xt = torch.from_numpy(x).to(dev)
                 y, _ = model(xt)
-                if blend:
-                    y = _blend_torch(y, xt)
+                if blend != "none":
+                    y = _blend_torch(y, xt, blend)
                 y = y.float().cpu().numpy()
                 if bad.any():
                     y[bad] = np.nan

@@ -102,8 +102,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": _k(int, 256, "training batch size"),
     },
     "denoise": {  # inference only: changing it does not retrain the denoiser
-        "blend": _k(bool, True, "mix the network's output with a noise-floored matched filter "
-                                "(crevkit.denoise.blend_with_classical)"),
+        "blend": _k((str, bool), "auto", "how the network's output is mixed with a noise-floored matched filter "
+                                         "(crevkit.denoise.blend_with_classical): floor, max (keeps the network's "
+                                         "weak tail), none, or auto: the one whose matches best recover the "
+                                         "labelled tiles' labels (crevkit.blend_calibration; true = floor, "
+                                         "false = none)",
+                    ("auto", "floor", "max", "none", True, False)),
     },
     "match": {
         "k": _k(int, 30, "matches per shot"),

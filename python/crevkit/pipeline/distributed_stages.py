@@ -195,31 +195,42 @@ def features_distributed(ctx, executor) -> StageCounts:
 # ------------------------------------------------------------------ denoise
 
 def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, denoiser: str | None,
-                 n_threads: int, n: int = 0, blend: bool = True) -> dict:
-    """Denoised waveforms of shots ``[start, stop)`` into ``part`` (.npy); missing shots stay NaN.
+                 n_threads: int, n: int = 0, modes: tuple[str, ...] = ("floor",)) -> dict:
+    """Denoised waveforms of shots ``[start, stop)``, one part per blend mode (``part`` for the first,
+    ``<part stem>_<mode>.npy`` for the others); missing shots stay NaN.
 
-    Returns the range's done / skipped (missing) / failed counts, also when the part already exists.
+    Returns the range's done / skipped (missing) / failed counts, also when the parts already exist.
     """
     from ..denoise import Denoiser, classical_denoise
     from ..shot_table import ShotTable
-    from .stages import CLASSICAL_DENOISE, _recorded_rows
+    from .stages import CLASSICAL_DENOISE, _blend_batches, _recorded_rows
 
     table = ShotTable.load(shots, mmap=True)
     raw = _recorded_rows(table.waveforms[start:stop], n_samples)
     present = np.isfinite(raw).all(axis=1)
-    if os.path.exists(part):
+    paths = [part] + [_mode_part(part, m) for m in modes[1:]]
+    if all(os.path.exists(p) for p in paths):
         clean = np.load(part)
     else:
-        clean = np.full(raw.shape, np.nan, np.float32)
+        outs = [np.full(raw.shape, np.nan, np.float32) for _ in modes]
         if present.any():
             if denoiser is not None:
                 model = _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads))
-                clean[present] = model.transform(raw[present], blend=blend)
+                network = model.transform(raw[present], blend="none")
+                for out, mode in zip(outs, modes):
+                    out[present] = network if mode == "none" else _blend_batches(network, raw[present], mode)
             else:
-                clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
-        _save_npy(part, clean)
+                outs[0][present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
+        for path, out in reversed(list(zip(paths, outs))):  # ``part`` last: it marks the task done
+            _save_npy(path, out)
+        clean = outs[0]
     ok = np.isfinite(clean).all(axis=1)
     return {"done": int(ok.sum()), "skipped": int((~present).sum()), "failed": int((present & ~ok).sum())}
+
+
+def _mode_part(part: str, mode: str) -> str:
+    root, ext = os.path.splitext(part)
+    return f"{root}_{mode}{ext}"
 
 
 def _assemble_npy(paths: list[str], output: Path, shape: tuple[int, int], dtype=np.float32) -> None:
@@ -242,18 +253,28 @@ def _assemble_npy(paths: list[str], output: Path, shape: tuple[int, int], dtype=
 def denoise_distributed(ctx, executor, n_samples: int, denoiser: Path | None) -> StageCounts:
     from ..shot_table import ShotTable
     from .distributed import part_dir, remove_parts
+    from .stages import denoised_candidates
 
     shots = ctx.path("shots/table")
     n = len(ShotTable.load(shots, mmap=True))
     ranges = _ranges(n, ctx.section("cluster")["shots_per_task"])
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
     paths = _part_paths(parts, len(ranges), ".npy")
+    candidates = denoised_candidates(ctx)
+    modes = tuple(candidates)
     tasks = [dict(shots=str(shots), start=a, stop=b, part=p, n_samples=n_samples,
                   denoiser=str(denoiser) if denoiser is not None else None, n_threads=executor.task_threads, n=b - a,
-                  blend=bool(ctx.section("denoise")["blend"]))
+                  modes=modes)
              for (a, b), p in zip(ranges, paths)]
     results = executor.map(denoise_task, tasks, desc="denoise")
-    _assemble_npy(paths, ctx.path("shots/denoised.npy"), (n, n_samples))
+    # the declared output (DENOISED, the first mode) last: when it exists, the whole stage is written
+    for i, mode in reversed(list(enumerate(modes))):
+        mode_paths = paths if i == 0 else [_mode_part(p, mode) for p in paths]
+        _assemble_npy(mode_paths, ctx.path(candidates[mode]), (n, n_samples))
+    if len(candidates) == 1:
+        from .stages import DENOISED_MAX
+
+        ctx.path(DENOISED_MAX).unlink(missing_ok=True)
     remove_parts(parts)
     return StageCounts("denoise", found=n, **{key: sum(r[key] for r in results) for key in ("done", "skipped", "failed")})
 
@@ -284,35 +305,41 @@ def match_task(index: str, library: str, denoised: str, start: int, stop: int, p
 def match_distributed(ctx, executor) -> StageCounts:
     from .._atomic import atomic_path
     from .distributed import part_dir, remove_parts
+    from .stages import denoised_candidates, match_key
 
     cfg = ctx.section("match")
-    denoised = ctx.path("shots/denoised.npy")
-    waves = np.load(denoised, mmap_mode="r")
-    n = int(waves.shape[0])
+    candidates = denoised_candidates(ctx)
+    n = int(np.load(ctx.path(next(iter(candidates.values()))), mmap_mode="r").shape[0])
     ranges = _ranges(n, ctx.section("cluster")["shots_per_task"])
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
-    paths = _part_paths(parts, len(ranges), ".npz")
-    tasks = [dict(index=str(ctx.path("library/index")), library=str(ctx.path("library")), denoised=str(denoised),
-                  start=a, stop=b, part=p, k=cfg["k"], n_threads=executor.task_threads, n=b - a)
-             for (a, b), p in zip(ranges, paths)]
-    executor.map(match_task, tasks, desc="match")
-    rows = np.empty((n, cfg["k"]), np.int64)
-    dist = np.empty((n, cfg["k"]), np.float32)
-    for (a, b), p in zip(ranges, paths):
-        with np.load(p) as z:
-            rows[a:b], dist[a:b] = z["rows"], z["distances"]
+    arrays: dict[str, np.ndarray] = {}
+    for mode, path in candidates.items():  # every candidate blend; the probability stage picks one
+        key = match_key(mode, candidates)
+        denoised = ctx.path(path)
+        paths = [_mode_part(p, mode) if key else p for p in _part_paths(parts, len(ranges), ".npz")]
+        tasks = [dict(index=str(ctx.path("library/index")), library=str(ctx.path("library")),
+                      denoised=str(denoised), start=a, stop=b, part=p, k=cfg["k"], n_threads=executor.task_threads,
+                      n=b - a)
+                 for (a, b), p in zip(ranges, paths)]
+        executor.map(match_task, tasks, desc="match" + (f" ({mode})" if key else ""))
+        rows = np.empty((n, cfg["k"]), np.int64)
+        dist = np.empty((n, cfg["k"]), np.float32)
+        for (a, b), p in zip(ranges, paths):
+            with np.load(p) as z:
+                rows[a:b], dist[a:b] = z["rows"], z["distances"]
+        arrays[f"rows{key}"], arrays[f"distances{key}"] = rows, dist
     with atomic_path(ctx.path("results/matches.npz"), suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, rows=rows, distances=dist)
+            np.savez(fh, **arrays)
     remove_parts(parts)
-    done = int((rows[:, 0] >= 0).sum())
+    done = int((arrays["rows"][:, 0] >= 0).sum())
     return StageCounts("match", found=n, done=done, skipped=n - done)
 
 
 # ------------------------------------------------------------------ probability
 
 def probability_task(matches: str, labels: str, start: int, stop: int, part: str, weighting: str,
-                     n: int = 0) -> dict:
+                     n: int = 0, key: str = "") -> dict:
     """Probability columns of shots ``[start, stop)`` into ``part`` (.npz); match rows are memory-mapped."""
     if not os.path.exists(part):
         import pandas as pd
@@ -321,8 +348,8 @@ def probability_task(matches: str, labels: str, start: int, stop: int, part: str
         from .._stack_io import npz_member
         from ..probability import shot_probabilities
 
-        rows = np.asarray(npz_member(matches, "rows")[start:stop])
-        dist = np.asarray(npz_member(matches, "distances")[start:stop])
+        rows = np.asarray(npz_member(matches, f"rows{key}")[start:stop])
+        dist = np.asarray(npz_member(matches, f"distances{key}")[start:stop])
         tile_labels = pd.read_parquet(labels, columns=["label"])["label"].to_numpy()
         probs = shot_probabilities(rows, dist, tile_labels, weighting=weighting)
         with atomic_path(part, suffix=".npz") as tmp:
@@ -331,8 +358,11 @@ def probability_task(matches: str, labels: str, start: int, stop: int, part: str
     return {"done": stop - start}
 
 
-def probability_distributed(ctx, executor):
-    """The :func:`crevkit.probability.shot_probabilities` table of every shot, computed in tasks."""
+def probability_distributed(ctx, executor, key: str = ""):
+    """The :func:`crevkit.probability.shot_probabilities` table of every shot, computed in tasks.
+
+    ``key``: suffix of the chosen blend's arrays in the matches (``rows<key>``).
+    """
     import pandas as pd
 
     from .._stack_io import npz_member
@@ -344,7 +374,7 @@ def probability_distributed(ctx, executor):
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
     paths = _part_paths(parts, len(ranges), ".npz")
     tasks = [dict(matches=str(matches), labels=str(ctx.path("clusters/tile_labels.parquet")), start=a, stop=b,
-                  part=p, weighting=ctx.section("probability")["weighting"], n=b - a)
+                  part=p, weighting=ctx.section("probability")["weighting"], n=b - a, key=key)
              for (a, b), p in zip(ranges, paths)]
     executor.map(probability_task, tasks, desc="probability")
     columns: dict[str, list] = {}

@@ -124,8 +124,10 @@ def _match_figures(ctx, out_dir: Path, n: int = 3) -> dict[str, Path]:
     table = S._shot_table(ctx)
     library = S._library(ctx)
     raw = S._recorded_waveforms(table, int(library.metadata["n_samples"]))
-    denoised = np.load(ctx.path(S.DENOISED))
-    matches = np.load(ctx.path(S.MATCHES))
+    denoised_path, key = S.chosen_blend(ctx)  # the blend whose matches gave the probabilities
+    denoised = np.load(ctx.path(denoised_path))
+    npz = np.load(ctx.path(S.MATCHES))
+    matches = {"rows": npz[f"rows{key}"], "distances": npz[f"distances{key}"]}
     labels = pd.read_parquet(ctx.path(S.TILE_LABELS))["label"].to_numpy()
     results = pd.read_parquet(ctx.path(S.RESULTS))
     store = TileStore(ctx.path(S.TILES))
@@ -171,6 +173,10 @@ def build_run_report(ctx) -> tuple[Path, int]:
     except Exception as exc:  # noqa: BLE001 - a figure must not sink the report
         log.warning("report: waveform-match figures failed: %s", exc)
     metrics = evaluate_run(ctx)
+    if ctx.path(S.BLEND).exists():
+        import json
+
+        metrics["blend"] = json.loads(ctx.path(S.BLEND).read_text())
     metrics["stages"] = {name: (ctx.run.read_state(name) or {}).get("counts") for name in ctx.keys}
     path = write_report(ctx.run.path, metrics=metrics, figures=figures)
     return Path(path), len(figures)

@@ -28,7 +28,9 @@ SHOTS = "shots/table"
 NOISE = "model/noise_model.npz"
 DENOISER = "model/denoiser.pt"
 DENOISED = "shots/denoised.npy"
+DENOISED_MAX = "shots/denoised_max.npy"  # the "max" blend, beside DENOISED ("floor") when denoise.blend is auto
 MATCHES = "results/matches.npz"
+BLEND = "results/blend_calibration.json"
 FEATURES = "features"
 SOM = "som"
 CLUSTERS = "clusters"
@@ -43,6 +45,50 @@ CLASSICAL_DENOISE = {"method": "gaussian", "sigma": 3.5, "noise_floor": 3.0}
 
 
 # ------------------------------------------------------------------ helpers
+
+def blend_setting(ctx: Context) -> str:
+    """``denoise.blend`` as a mode: "auto", "floor", "max" or "none" ("none" too when the denoiser is off)."""
+    if not ctx.section("denoiser")["enabled"]:
+        return "none"
+    value = ctx.section("denoise")["blend"]
+    if isinstance(value, bool):
+        return "floor" if value else "none"
+    return value
+
+
+def denoised_candidates(ctx: Context) -> dict[str, str]:
+    """Blend mode -> denoised file the match stage matches: one file, or "floor" and "max" under auto."""
+    mode = blend_setting(ctx)
+    if mode == "auto":
+        return {"floor": DENOISED, "max": DENOISED_MAX}
+    return {mode: DENOISED}
+
+
+def match_key(mode: str, candidates: dict[str, str]) -> str:
+    """Suffix of the ``rows`` / ``distances`` arrays of ``mode`` in MATCHES ("" for the first candidate)."""
+    return "" if mode == next(iter(candidates)) else f"_{mode}"
+
+
+def chosen_blend(ctx: Context) -> tuple[str, str]:
+    """(denoised file, MATCHES suffix) of the blend mode the probability stage used."""
+    import json
+
+    candidates = denoised_candidates(ctx)
+    mode = next(iter(candidates))
+    if len(candidates) > 1 and ctx.path(BLEND).exists():
+        mode = json.loads(ctx.path(BLEND).read_text()).get("mode", mode)
+    return candidates.get(mode, DENOISED), match_key(mode, candidates)
+
+
+def _blend_batches(network: np.ndarray, raw: np.ndarray, mode: str, batch_size: int = 65536) -> np.ndarray:
+    """:func:`crevkit.denoise.blend_with_classical` over row batches (bounded temporaries)."""
+    from ..denoise import blend_with_classical
+
+    out = np.empty(network.shape, np.float32)
+    for s in range(0, len(network), batch_size):
+        out[s:s + batch_size] = blend_with_classical(network[s:s + batch_size], raw[s:s + batch_size], mode=mode)
+    return out
+
 
 def _tile_store(ctx: Context):
     from ..tiles import TileStore
@@ -230,16 +276,24 @@ def denoise_stage(ctx: Context) -> StageCounts:
     table = _shot_table(ctx)
     raw = _recorded_waveforms(table, n_samples)
     present = np.isfinite(raw).all(axis=1)  # missing shots stay NaN rows
-    clean = np.full(raw.shape, np.nan, np.float32)
+    candidates = denoised_candidates(ctx)
+    outputs = {path: np.full(raw.shape, np.nan, np.float32) for path in candidates.values()}
     if present.any():
         if ctx.section("denoiser")["enabled"]:
-            clean[present] = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads).transform(
-                raw[present], blend=ctx.section("denoise")["blend"])
+            model = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads)
+            network = model.transform(raw[present], blend="none")  # one pass; every mode blends this
+            for mode, path in candidates.items():
+                outputs[path][present] = _blend_batches(network, raw[present], mode) if mode != "none" else network
         else:
-            clean[present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
-    with atomic_path(ctx.path(DENOISED), suffix=".npy") as tmp:
-        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to the name
-            np.save(fh, clean.astype(np.float32))
+            outputs[DENOISED][present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
+    # the declared output (DENOISED) last: when it exists, the whole stage is written
+    for path in sorted(outputs, key=lambda p: p == DENOISED):
+        with atomic_path(ctx.path(path), suffix=".npy") as tmp:
+            with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to the name
+                np.save(fh, outputs[path])
+    if DENOISED_MAX not in outputs:
+        ctx.path(DENOISED_MAX).unlink(missing_ok=True)  # a previous auto run's: no longer matched
+    clean = outputs[DENOISED]
     ok = np.isfinite(clean).all(axis=1)
     return StageCounts("denoise", found=len(raw), done=int(ok.sum()), skipped=int((~present).sum()),
                        failed=int((present & ~ok).sum()))
@@ -255,17 +309,24 @@ def match_stage(ctx: Context) -> StageCounts:
 
         return match_distributed(ctx, ctx.executor)
     index = WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY))
-    waveforms = np.load(ctx.path(DENOISED))
-    ok = np.isfinite(waveforms).all(axis=1) & (np.nansum(waveforms, axis=1) > 0)
-    rows = np.full((len(waveforms), cfg["k"]), -1, np.int64)
-    dist = np.full((len(waveforms), cfg["k"]), np.nan, np.float32)
-    if ok.any():
-        r, d = match_shots(index, waveforms[ok], k=cfg["k"], batch_size=cfg["batch_size"], n_threads=ctx.n_threads)
-        rows[ok], dist[ok] = r, d
+    candidates = denoised_candidates(ctx)
+    arrays: dict[str, np.ndarray] = {}
+    for mode, path in candidates.items():  # every candidate blend; the probability stage picks one
+        waveforms = np.load(ctx.path(path))
+        ok = np.isfinite(waveforms).all(axis=1) & (np.nansum(waveforms, axis=1) > 0)
+        rows = np.full((len(waveforms), cfg["k"]), -1, np.int64)
+        dist = np.full((len(waveforms), cfg["k"]), np.nan, np.float32)
+        if ok.any():
+            r, d = match_shots(index, waveforms[ok], k=cfg["k"], batch_size=cfg["batch_size"],
+                               n_threads=ctx.n_threads)
+            rows[ok], dist[ok] = r, d
+        key = match_key(mode, candidates)
+        arrays[f"rows{key}"], arrays[f"distances{key}"] = rows, dist
     with atomic_path(ctx.path(MATCHES), suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, rows=rows, distances=dist)
-    return StageCounts("match", found=len(waveforms), done=int(ok.sum()), skipped=int((~ok).sum()))
+            np.savez(fh, **arrays)
+    done = int((arrays["rows"][:, 0] >= 0).sum())
+    return StageCounts("match", found=len(waveforms), done=done, skipped=len(waveforms) - done)
 
 
 def features_stage(ctx: Context) -> StageCounts:
@@ -347,6 +408,35 @@ def label_stage(ctx: Context) -> StageCounts:
     return StageCounts("label", found=len(labels), done=int(known.sum()), skipped=int((~known).sum()))
 
 
+def _calibrate_blend(ctx: Context, labels: np.ndarray) -> str:
+    """Choose the blend mode (``denoise.blend: auto``) on the labelled tiles, write BLEND, return its MATCHES suffix."""
+    import json
+
+    from .._atomic import atomic_write_text
+
+    candidates = denoised_candidates(ctx)
+    record: dict = {"setting": str(ctx.section("denoise")["blend"]), "mode": next(iter(candidates)),
+                    "candidates": list(candidates)}
+    if len(candidates) > 1:
+        from ..blend_calibration import calibrate_blend
+        from ..denoise import Denoiser
+        from ..index import WaveformIndex
+        from ..noise import NoiseModel
+
+        library = _library(ctx)
+        result = calibrate_blend(Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads),
+                                 np.asarray(library.waveforms[:], np.float32), labels, NoiseModel.load(ctx.path(NOISE)),
+                                 WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)),
+                                 modes=list(candidates), k=ctx.section("match")["k"],
+                                 weighting=ctx.section("probability")["weighting"], seed=ctx.seed(),
+                                 n_threads=ctx.n_threads)
+        record.update(result.to_dict())
+        log.info("blend: %s (AUC on the labelled tiles: %s)", result.mode,
+                 ", ".join(f"{m} {v:.3f}" for m, v in result.auc.items()) or result.reason)
+    atomic_write_text(ctx.path(BLEND), json.dumps(record, indent=2) + "\n")
+    return match_key(record["mode"], candidates)
+
+
 def probability_stage(ctx: Context) -> StageCounts:
     import pandas as pd
 
@@ -357,13 +447,15 @@ def probability_stage(ctx: Context) -> StageCounts:
     shots = _shot_table(ctx, mmap=True)  # waveforms read in blocks for the SNR only
     table = shots.table
     labels = pd.read_parquet(ctx.path(TILE_LABELS))["label"].to_numpy()
+    key = _calibrate_blend(ctx, labels)
     if ctx.executor is not None:
         from .distributed_stages import probability_distributed
 
-        probs = probability_distributed(ctx, ctx.executor)
+        probs = probability_distributed(ctx, ctx.executor, key)
     else:
         matches = np.load(ctx.path(MATCHES))
-        probs = shot_probabilities(matches["rows"], matches["distances"], labels, weighting=cfg["weighting"])
+        probs = shot_probabilities(matches[f"rows{key}"], matches[f"distances{key}"], labels,
+                                   weighting=cfg["weighting"])
     if cfg["snr_half"] > 0:  # weak shots toward the (local) prior (same on both paths: applied here)
         from ..maps import period_labels
 
@@ -424,7 +516,8 @@ STAGES: list[Stage] = [
     Stage("som", som_stage, sections=("som",), outputs=(f"{SOM}/som.npz", f"{SOM}/bmu.npz")),
     Stage("cluster", cluster_stage, sections=("clustering",), outputs=(f"{CLUSTERS}/clusters.json",)),
     Stage("label", label_stage, sections=("label",), inputs=("labels",), outputs=(TILE_LABELS,)),
-    Stage("probability", probability_stage, sections=("probability", "map"), outputs=(RESULTS,)),  # map: period
+    Stage("probability", probability_stage, sections=("probability", "map"),  # map: period
+          outputs=(BLEND, RESULTS)),
     Stage("map", map_stage, sections=("map",), outputs=(MAPS,)),
     Stage("report", report_stage, sections=("report", "truth"), outputs=(REPORT,)),
 ]
