@@ -62,7 +62,17 @@ skip lets nearly clean shots through, and a small head undoes the
 alignment): the plain autoencoder smoothed away the weak late-tail detail
 crevasses leave and was 12 points under the clean ceiling at SNR >= 20.
 At inference the output is blended, by estimated SNR, with a
-noise-floored matched filter of the same shot (:func:`blend_with_classical`).
+noise-floored matched filter of the same shot (:func:`blend_with_classical`):
+"floor" (the default: best on the benchmark's tiles), "max" (never below the
+network's own root, so a weak crevasse tail the floor drops survives: best
+on the demo scene, shot AUC +0.03 to +0.05) or "none".  The pipeline's
+``denoise.blend: auto`` picks between floor and max per run on the labelled
+tiles (:mod:`crevkit.blend_calibration`).
+
+Training shots can be cut to the record lengths of the noise model's source
+(``record_lengths``; GLAS keeps 200-sample short records beside 544-sample
+long ones) and padded with their recorded median, exactly as the pipeline
+pads short records before denoising.
 
 Also here: the classical baseline :func:`classical_denoise` (Savitzky–Golay,
 Wiener or Gaussian matched-filter smoothing, an optional noise floor,
