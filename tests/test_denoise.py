@@ -437,6 +437,13 @@ def test_cli_train_and_denoise(library, tmp_path):
     out = np.load(tmp_path / "out.npy")
     assert out.shape == (20, 544)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-4)
+    den = Denoiser.load(tmp_path / "m.pt", device="cpu", n_threads=1)
+    np.testing.assert_allclose(out, den.transform(x), atol=1e-6)  # the model's blend (floor)
+    for mode in ("max", "none"):
+        res = runner.invoke(main, ["denoise", str(tmp_path / "m.pt"), str(tmp_path / "shots.npy"),
+                                   str(tmp_path / f"{mode}.npy"), "--threads", "1", "--device", "cpu", "--blend", mode])
+        assert res.exit_code == 0, res.output
+        np.testing.assert_allclose(np.load(tmp_path / f"{mode}.npy"), den.transform(x, blend=mode), atol=1e-6)
     res = runner.invoke(main, ["denoise", str(tmp_path / "shots.npy"), str(tmp_path / "shots.npy"),
                                str(tmp_path / "o2.npy")])
     assert res.exit_code == 1 and "Error" in res.output and "Traceback" not in res.output

@@ -1232,8 +1232,11 @@ class Denoiser:
                 yield start, y
 
     def transform_stack(self, source: str | os.PathLike, output: str | os.PathLike, batch_size: int = 256, *,
-                        progress: bool | None = None) -> StageCounts:
-        """Stream a stack of shots (``.npy`` or Zarr) to a ``.npy`` of clean waveforms, atomically."""
+                        progress: bool | None = None, blend: bool | str | None = None) -> StageCounts:
+        """Stream a stack of shots (``.npy`` or Zarr) to a ``.npy`` of clean waveforms, atomically.
+
+        ``blend`` overrides the config's blend mode, as in :meth:`transform`.
+        """
         from ._stack_io import open_stack
 
         self._check_fitted()
@@ -1244,10 +1247,12 @@ class Denoiser:
         output = Path(output)
         if output.suffix != ".npy":
             raise CrevkitValueError(f"output must end in .npy, got {output}")
+        if blend is not None:
+            blend = _blend_mode(blend)
         counts = StageCounts("denoise", found=int(stack.shape[0]))
         with atomic_path(output, suffix=".npy") as tmp:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(stack.shape[0], n_samples))
-            for start, block in self._batches(stack, batch_size, progress):
+            for start, block in self._batches(stack, batch_size, progress, blend):
                 mm[start:start + len(block)] = block
                 bad = int(np.isnan(block[:, 0]).sum())
                 counts.failed += bad

@@ -55,10 +55,14 @@ def train_denoiser_command(library: Path, noise_model: str, output: Path, n_step
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--threads", "n_threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def denoise_command(model: Path, source: Path, output: Path, batch_size: int, n_threads, device: str) -> None:
+@click.option("--blend", type=click.Choice(["floor", "max", "none"]), default=None,
+              help="Blend with a noise-floored matched filter: floor, max (keeps the network's weak tail) or "
+                   "none (default: the model's, floor).")
+def denoise_command(model: Path, source: Path, output: Path, batch_size: int, n_threads, device: str,
+                    blend: str | None) -> None:
     """Denoise and de-shift the shots in SOURCE (.npy or Zarr, n × samples) into OUTPUT (.npy)."""
     from ..denoise import Denoiser
 
     den = Denoiser.load(model, device=device, n_threads=n_threads)
-    counts = den.transform_stack(source, output, batch_size=batch_size)
+    counts = den.transform_stack(source, output, batch_size=batch_size, blend=blend)
     click.echo(f"wrote {output} ({counts.done} waveforms, {counts.failed} not finite)")
