@@ -107,3 +107,35 @@ def test_resume_recomputes_only_what_is_missing(demo, tmp_path):
     assert "status" not in results["match"].extra  # recomputed
     after = pd.read_parquet(run / "results" / "shots.parquet")
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_fixed_blend_and_classical_denoising_match_one_blend(demo, tmp_path):
+    import yaml
+
+    root, _ = demo
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    run = copy / "run"
+    config = yaml.safe_load((copy / "crevkit.yaml").read_text())
+    # a fixed blend: one denoised file, one set of matches, the calibration file records the setting only
+    config["denoise"] = {"blend": "floor"}
+    (copy / "crevkit.yaml").write_text(yaml.safe_dump(config))
+    results = {c.stage: c for c in run_pipeline(copy / "crevkit.yaml")}
+    assert results["train-denoiser"].extra["status"] == "complete, skipped"
+    assert "status" not in results["denoise"].extra  # the changed setting recomputed it
+    assert not (run / "shots" / "denoised_max.npy").exists()
+    with np.load(run / "results" / "matches.npz") as z:
+        assert set(z.files) == {"rows", "distances"}
+    blend = json.loads((run / "results" / "blend_calibration.json").read_text())
+    assert blend == {"setting": "floor", "mode": "floor", "candidates": ["floor"]}
+    shots = pd.read_parquet(run / "results" / "shots.parquet")
+    assert shots["p_crevasse"].notna().mean() > 0.8
+    # the denoiser switched off: classical smoothing, no blend to choose
+    config["denoiser"] = {**config.get("denoiser", {}), "enabled": False}
+    config["denoise"] = {"blend": "auto"}
+    (copy / "crevkit.yaml").write_text(yaml.safe_dump(config))
+    run_pipeline(copy / "crevkit.yaml", from_stage="train-denoiser")
+    assert json.loads((run / "results" / "blend_calibration.json").read_text())["mode"] == "none"
+    assert not (run / "shots" / "denoised_max.npy").exists()
+    metrics = json.loads((run / "report" / "metrics.json").read_text())
+    assert metrics["auc"] > 0.6  # classical smoothing still beats chance on the small scene
