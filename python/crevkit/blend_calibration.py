@@ -156,13 +156,14 @@ def calibrate_blend(denoiser: Any, library_waveforms: Any, tile_labels: Any, noi
     rows = np.flatnonzero(known)
     if rows.size > max_tiles:
         rows = np.sort(rng.choice(rows, size=max_tiles, replace=False))
-    unit = (lib / np.where(sums > 0, sums, 1.0)[:, None]).astype(np.float32)
+    unit = (lib[rows] / sums[rows, None]).astype(np.float32)  # only the drawn tiles go to the stream's device
     stream = NoisyWaveformStream(unit, noise_model, batch_size=rows.size, seed=seed,
                                  record_lengths=bool(denoiser.config.get("record_lengths", True)))
     shares: dict[str, list[np.ndarray]] = {m: [] for m in modes}
     for rep in range(repeats):
         with torch.inference_mode():
-            noisy = stream.batch(np.random.default_rng([seed, 0xB1E2D, rep + 1]), rows=rows)[0].cpu().numpy()
+            noisy = stream.batch(np.random.default_rng([seed, 0xB1E2D, rep + 1]),
+                                 rows=np.arange(rows.size))[0].cpu().numpy()
         net = denoiser.transform(noisy, blend="none", progress=False)
         for mode in modes:
             w = blend_with_classical(net, noisy, mode=mode)
