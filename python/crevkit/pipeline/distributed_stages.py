@@ -201,9 +201,9 @@ def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, d
 
     Returns the range's done / skipped (missing) / failed counts, also when the parts already exist.
     """
-    from ..denoise import Denoiser, classical_denoise
+    from ..denoise import Denoiser
     from ..shot_table import ShotTable
-    from .stages import CLASSICAL_DENOISE, _blend_batches, _recorded_rows
+    from .stages import _denoise_modes, _recorded_rows
 
     table = ShotTable.load(shots, mmap=True)
     raw = _recorded_rows(table.waveforms[start:stop], n_samples)
@@ -214,13 +214,10 @@ def denoise_task(shots: str, start: int, stop: int, part: str, n_samples: int, d
     else:
         outs = [np.full(raw.shape, np.nan, np.float32) for _ in modes]
         if present.any():
-            if denoiser is not None:
-                model = _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads))
-                network = model.transform(raw[present], blend="none")
-                for out, mode in zip(outs, modes):
-                    out[present] = network if mode == "none" else _blend_batches(network, raw[present], mode)
-            else:
-                outs[0][present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
+            model = (None if denoiser is None
+                     else _cached("denoiser", denoiser, lambda: Denoiser.load(denoiser, n_threads=n_threads)))
+            for out, denoised in zip(outs, _denoise_modes(model, raw[present], modes)):
+                out[present] = denoised
         for path, out in reversed(list(zip(paths, outs))):  # ``part`` last: it marks the task done
             _save_npy(path, out)
         clean = outs[0]

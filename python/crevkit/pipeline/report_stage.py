@@ -10,6 +10,7 @@ its crevassed fraction is at least :data:`CREVASSED_FRACTION`.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 from pathlib import Path
 
@@ -174,8 +175,6 @@ def build_run_report(ctx) -> tuple[Path, int]:
         log.warning("report: waveform-match figures failed: %s", exc)
     metrics = evaluate_run(ctx)
     if ctx.path(S.BLEND).exists():
-        import json
-
         metrics["blend"] = json.loads(ctx.path(S.BLEND).read_text())
     metrics["stages"] = {name: (ctx.run.read_state(name) or {}).get("counts") for name in ctx.keys}
     path = write_report(ctx.run.path, metrics=metrics, figures=figures)

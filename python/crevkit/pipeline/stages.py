@@ -73,8 +73,6 @@ def match_key(mode: str, candidates: dict[str, str]) -> str:
 
 def chosen_blend(ctx: Context) -> tuple[str, str]:
     """(denoised file, MATCHES suffix) of the blend mode the probability stage used."""
-    import json
-
     candidates = denoised_candidates(ctx)
     mode = next(iter(candidates))
     if len(candidates) > 1 and ctx.path(BLEND).exists():
@@ -82,14 +80,27 @@ def chosen_blend(ctx: Context) -> tuple[str, str]:
     return candidates.get(mode, DENOISED), match_key(mode, candidates)
 
 
-def _blend_batches(network: np.ndarray, raw: np.ndarray, mode: str, batch_size: int = 65536) -> np.ndarray:
-    """:func:`crevkit.denoise.blend_with_classical` over row batches (bounded temporaries)."""
-    from ..denoise import blend_with_classical
+def _denoise_modes(model, raw: np.ndarray, modes, batch_size: int = 65536) -> list[np.ndarray]:
+    """Denoised ``raw`` (present shots only) for every blend mode: the network once, each mode blends it.
 
-    out = np.empty(network.shape, np.float32)
-    for s in range(0, len(network), batch_size):
-        out[s:s + batch_size] = blend_with_classical(network[s:s + batch_size], raw[s:s + batch_size], mode=mode)
-    return out
+    ``model`` None: the classical filter (one mode).  Blends run ``batch_size``
+    rows at a time (bounded temporaries); the local and the Dask stages share this.
+    """
+    from ..denoise import blend_with_classical, classical_denoise
+
+    if model is None:
+        return [classical_denoise(raw, **CLASSICAL_DENOISE)]
+    network = model.transform(raw, blend="none")
+    outs = []
+    for mode in modes:
+        if mode == "none":
+            outs.append(network)
+            continue
+        out = np.empty(network.shape, np.float32)
+        for s in range(0, len(network), batch_size):
+            out[s:s + batch_size] = blend_with_classical(network[s:s + batch_size], raw[s:s + batch_size], mode=mode)
+        outs.append(out)
+    return outs
 
 
 def _tile_store(ctx: Context):
@@ -267,7 +278,7 @@ def train_denoiser_stage(ctx: Context) -> StageCounts:
 
 def denoise_stage(ctx: Context) -> StageCounts:
     from .._atomic import atomic_path
-    from ..denoise import Denoiser, classical_denoise
+    from ..denoise import Denoiser
 
     n_samples = int(_library(ctx).metadata["n_samples"])
     if ctx.executor is not None:
@@ -291,13 +302,8 @@ def denoise_stage(ctx: Context) -> StageCounts:
             present = np.isfinite(raw).all(axis=1)  # missing shots stay NaN rows
             blocks = {path: np.full(raw.shape, np.nan, np.float32) for path in outs}
             if present.any():
-                if model is not None:
-                    network = model.transform(raw[present], blend="none")  # one pass; every mode blends this
-                    for mode, path in candidates.items():
-                        blocks[path][present] = (network if mode == "none"
-                                                 else _blend_batches(network, raw[present], mode))
-                else:
-                    blocks[DENOISED][present] = classical_denoise(raw[present], **CLASSICAL_DENOISE)
+                for path, denoised in zip(candidates.values(), _denoise_modes(model, raw[present], candidates)):
+                    blocks[path][present] = denoised
             for path, block in blocks.items():
                 outs[path][s:s + len(block)] = block
             ok = np.isfinite(blocks[DENOISED]).all(axis=1)
@@ -423,8 +429,6 @@ def label_stage(ctx: Context) -> StageCounts:
 
 def _calibrate_blend(ctx: Context, labels: np.ndarray) -> str:
     """Choose the blend mode (``denoise.blend: auto``) on the labelled tiles, write BLEND, return its MATCHES suffix."""
-    import json
-
     from .._atomic import atomic_write_text
 
     candidates = denoised_candidates(ctx)
