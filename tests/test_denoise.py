@@ -256,6 +256,8 @@ def test_hyperparameters_are_validated():
     for key, bad in (("contrastive_weight", -0.1), ("contrastive_weight", float("nan")), ("tail_weight", -1.0),
                      ("cdf_weight", float("inf")), ("contrastive_temperature", 0.0),
                      ("contrastive_bank", -1), ("finetune_steps", -1), ("finetune_snr", (20.0, 10.0)),
+                     ("neighbour_weight", -0.01), ("neighbour_weight", float("nan")),
+                     ("neighbour_temperature", 0.0), ("neighbour_bank", 0),
                      ("finetune_snr", (0.0, 10.0)), ("finetune_snr", "high")):
         with pytest.raises(CrevkitValueError, match=key):
             Denoiser(**{key: bad})
@@ -320,6 +322,81 @@ def test_info_nce_prefers_the_own_target():
     assert float(_quarter(clean_root, clean_root)) < 1e-10
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6), centre=st.floats(20.0, 300.0), width=st.floats(2.0, 30.0),
+       tail=st.floats(0.0, 0.05), seed=st.integers(0, 2**32 - 1))
+def test_torch_matching_vectors_are_the_numpy_ones(n, centre, width, tail, seed):
+    from crevkit.denoise import _matching_roots
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(544, dtype=np.float64)
+    c = centre + rng.uniform(-10, 10, (n, 1))
+    w = np.exp(-0.5 * ((t - c) / width) ** 2) + tail * (t > c) * np.exp(-(t - c) / 80.0)
+    w = (w * rng.uniform(0.5, 3.0, (n, 1))).astype(np.float32)
+    expect = matching_vectors(w)
+    got = _matching_roots(torch.from_numpy(w)).numpy()
+    np.testing.assert_allclose(got, expect, atol=2e-5)  # float32 centroid here, float64 in NumPy
+    # the training path moves the roots instead of rooting the moved rows: the same vector up to interpolation
+    unit = torch.from_numpy(w / w.sum(axis=1, keepdims=True))
+    via_roots = _matching_roots(unit, unit.sqrt()).numpy()
+    assert (np.sum(via_roots * expect, axis=1) > 0.999).all()
+
+
+def test_neighbour_term_is_zero_at_the_target_and_never_sees_the_target_itself():
+    from crevkit.denoise import _matching_roots, _neighbour_kl
+
+    rng = np.random.default_rng(4)
+    t = np.arange(120, dtype=np.float32)
+    centres = rng.uniform(30, 60, 40)[:, None]
+    widths = rng.uniform(2, 8, 40)[:, None]
+    lib = np.exp(-0.5 * ((t - centres) / widths) ** 2) + 0.01
+    lib = torch.from_numpy((lib / lib.sum(axis=1, keepdims=True)).astype(np.float32))
+    bank = _matching_roots(lib)
+    clean = lib[:8]
+    at_target = _neighbour_kl(clean, clean.sqrt(), clean, bank, 0.01)
+    elsewhere = _neighbour_kl(lib[8:16], lib[8:16].sqrt(), clean, bank, 0.01)
+    # not exactly 0: the output's vector moves the roots, the target's roots the moved rows
+    assert 0.0 <= float(at_target) < 0.01 * float(elsewhere)
+    # each target sits in the bank: masked, so the value is the one of a bank without it
+    for i in range(3):
+        out, target = lib[20 + i:21 + i], lib[i:i + 1]
+        keep = torch.arange(len(bank)) != i
+        np.testing.assert_allclose(float(_neighbour_kl(out, out.sqrt(), target, bank, 0.01)),
+                                   float(_neighbour_kl(out, out.sqrt(), target, bank[keep], 0.01)), rtol=1e-5)
+
+
+def test_blend_weights_follow_the_training_and_weight_one_is_the_network_alone(library):
+    from crevkit.denoise import BLEND_WEIGHTS
+
+    assert Denoiser().blend_weights_ == BLEND_WEIGHTS["neighbour"]
+    assert Denoiser(neighbour_weight=0.0).blend_weights_ == BLEND_WEIGHTS["plain"]
+    clean = library[0][:12]
+    nm = noise_model()
+    x = np.concatenate([make_shots(clean[:6], nm, np.full(6, 5.0, np.float32), seed=1)[0],
+                        make_shots(clean[6:], nm, np.full(6, 50.0, np.float32), seed=2)[0]])
+    den = shift_waveforms(clean, np.full(len(clean), 0.3))
+    den = den / den.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(blend_with_classical(den, x, network_weights=(1.0, 1.0)), den, atol=1e-6)
+    # the default is the neighbourhood-trained weights; a weight only acts on its own SNR side
+    np.testing.assert_array_equal(blend_with_classical(den, x),
+                                  blend_with_classical(den, x, network_weights=(0.6, 0.6)))
+    lo = blend_with_classical(den, x, network_weights=(1.0, 0.2))
+    np.testing.assert_allclose(lo[:6], den[:6], atol=1e-6)
+    assert np.abs(lo[6:] - den[6:]).max() > 1e-4
+    for bad in ((0.5,), (0.5, 1.5), "high"):
+        with pytest.raises(CrevkitValueError, match="network_weights"):
+            blend_with_classical(den, x, network_weights=bad)
+
+
+def test_neighbour_term_trains_deterministically_and_switches_off(library):
+    lib = library[0][:64]
+    on = [_tiny(seed=3, neighbour_bank=32).fit(lib, noise_model()) for _ in range(2)]
+    off = _tiny(seed=3, neighbour_weight=0.0).fit(lib, noise_model())
+    assert on[0].history_["val_loss"] == on[1].history_["val_loss"]
+    assert all(np.isfinite(on[0].history_["train_loss"]))
+    assert on[0].history_["train_loss"] != off.history_["train_loss"]
+
+
 def test_stream_snr_override_sets_the_peak_snr(library):
     lib = library[0][:50]
     nm = noise_model()
@@ -374,6 +451,21 @@ def test_checkpoint_roundtrip_prev_and_corrupt_fallback(library, tmp_path):
         Denoiser.load(path, device="cpu")
     with pytest.raises(InputFileError, match="no such checkpoint"):
         Denoiser.load(tmp_path / "missing.pt")
+
+
+def test_checkpoint_from_before_the_neighbourhood_term_says_it_had_none(library, tmp_path):
+    import json
+
+    path = tmp_path / "old.pt"
+    _tiny(seed=1).fit(library[0][:64], noise_model(), checkpoint=path)
+    raw = torch.load(path, weights_only=True)
+    config = json.loads(raw["config"])
+    for key in ("neighbour_weight", "neighbour_temperature", "neighbour_bank"):
+        del config[key]
+    raw["config"] = json.dumps(config)
+    torch.save(raw, path)
+    old = Denoiser.load(path, device="cpu")
+    assert old.config["neighbour_weight"] == 0.0  # not the new default it was never trained with
 
 
 def test_transform_streams_batches_and_marks_bad_rows(library, tmp_path):

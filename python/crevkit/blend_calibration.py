@@ -166,7 +166,7 @@ def calibrate_blend(denoiser: Any, library_waveforms: Any, tile_labels: Any, noi
                                  rows=np.arange(rows.size))[0].cpu().numpy()
         net = denoiser.transform(noisy, blend="none", progress=False)
         for mode in modes:
-            w = blend_with_classical(net, noisy, mode=mode)
+            w = blend_with_classical(net, noisy, mode=mode, network_weights=denoiser.blend_weights_)
             r, d = index.query(w, k=min(k + 1, index.count), n_threads=n_threads)
             r, d = _without_self(np.asarray(r), np.asarray(d), rows, k)
             p = shot_probabilities(r, d, labels, weighting=weighting, positive=positive)["p_crevasse"].to_numpy()

@@ -19,13 +19,15 @@ from . import main
 @click.option("--width", type=int, default=None, help="Channels of the widest layers.")
 @click.option("--loss", type=click.Choice(["sqrt", "mse", "mixed"]), default=None,
               help="Training loss (default: sqrt, the matching space).")
+@click.option("--neighbour-weight", type=float, default=None,
+              help="Weight of the label-free neighbourhood term (default: the Denoiser default; 0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", "n_threads", type=int, default=None,
               help="Torch CPU threads (default: all cores; set OMP_WAIT_POLICY=PASSIVE on shared machines).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--checkpoint-every", type=int, default=None, help="Also save a checkpoint every N steps.")
 def train_denoiser_command(library: Path, noise_model: str, output: Path, n_steps, batch_size, learning_rate, width,
-                           loss, seed: int, n_threads, device: str, checkpoint_every) -> None:
+                           loss, neighbour_weight, seed: int, n_threads, device: str, checkpoint_every) -> None:
     """Train a denoiser on LIBRARY waveforms (.npy or Zarr) with NOISE_MODEL, save it to OUTPUT.
 
     NOISE_MODEL is a directory written by the noise model stage, or
@@ -40,7 +42,7 @@ def train_denoiser_command(library: Path, noise_model: str, output: Path, n_step
     model_noise = NoiseModel.synthetic() if noise_model == "synthetic" else NoiseModel.load(noise_model)
     waves = np.asarray(open_stack(library, "library"))
     params = {k: v for k, v in dict(n_steps=n_steps, batch_size=batch_size, learning_rate=learning_rate, width=width,
-                                    loss=loss).items() if v is not None}
+                                    loss=loss, neighbour_weight=neighbour_weight).items() if v is not None}
     den = Denoiser(seed=seed, n_threads=n_threads, device=device, **params)
     den.fit(waves, model_noise, checkpoint=output, checkpoint_every=checkpoint_every)
     h = den.history_

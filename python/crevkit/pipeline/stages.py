@@ -98,7 +98,8 @@ def _denoise_modes(model, raw: np.ndarray, modes, batch_size: int = 65536) -> li
             continue
         out = np.empty(network.shape, np.float32)
         for s in range(0, len(network), batch_size):
-            out[s:s + batch_size] = blend_with_classical(network[s:s + batch_size], raw[s:s + batch_size], mode=mode)
+            out[s:s + batch_size] = blend_with_classical(network[s:s + batch_size], raw[s:s + batch_size], mode=mode,
+                                                         network_weights=model.blend_weights_)
         outs.append(out)
     return outs
 
@@ -270,7 +271,8 @@ def train_denoiser_stage(ctx: Context) -> StageCounts:
         return StageCounts("train-denoiser", skipped=1)
     library = _library(ctx)
     waveforms = np.asarray(library.waveforms[:], dtype=np.float32)
-    model = Denoiser(n_steps=cfg["steps"], batch_size=cfg["batch_size"], seed=ctx.seed(), n_threads=ctx.n_threads)
+    model = Denoiser(n_steps=cfg["steps"], batch_size=cfg["batch_size"], neighbour_weight=cfg["neighbour_weight"],
+                     seed=ctx.seed(), n_threads=ctx.n_threads)
     model.fit(waveforms, NoiseModel.load(ctx.path(NOISE)), checkpoint=target)
     model.save(target)
     return StageCounts("train-denoiser", found=len(waveforms), done=1)
