@@ -576,3 +576,21 @@ def test_denoiser_beats_noisy_and_classical_on_held_out_tiles(library):
     # the learning curve went down
     v = den.history_["val_loss"]
     assert v[-1] < v[0]
+
+
+def _result(rows: dict[str, dict[str, float]]) -> dict:
+    return {key: {group: {"retrieval": value} for group, value in groups.items()} for key, groups in rows.items()}
+
+
+def test_target_summary_reads_the_issues_two_targets():
+    from crevkit.benchmarks.denoise import target_summary
+
+    classical = {"classical": {"mixed": 0.60}, "gaussian": {"mixed": 0.74}, "floored": {"mixed": 0.70}}
+    met = target_summary(_result({**classical, "denoiser": {"mixed": 0.78, "20": 0.90, "50": 0.94},
+                                  "clean": {"mixed": 0.95, "20": 0.95, "50": 0.95}}))
+    assert "(gaussian), +4.0 points (target >= +3: met)" in met
+    assert "SNR >= 20 (mean of SNR 20 and 50) 0.9200" in met and "3.00 points under (target <= 5: met)" in met
+    missed = target_summary(_result({**classical, "denoiser": {"mixed": 0.76, "20": 0.88, "50": 0.92},
+                                     "clean": {"mixed": 0.96, "20": 0.96, "50": 0.96}}))
+    assert "+2.0 points (target >= +3: not met)" in missed
+    assert "6.00 points under (target <= 5: not met)" in missed
