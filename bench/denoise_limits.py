@@ -7,14 +7,11 @@ at two tile draws, the validation tiles the hyper-parameters were chosen on
 (``make_library(3000, seed=6)``, shots seed 7) and the benchmark's held-out
 tiles (``make_library(3000, seed=2)``, shots seed 3):
 
-1. **Retrieval against the library plus denoised noisy copies of it.**  Each
-   library waveform is made into ``--copies`` noisy shots, denoised by the same
-   network and blend, and added to the matching library under its own row
-   (so the k = 30 matches are still 30 distinct library tiles, each at its best
-   distance).  Denoised shots are then compared with denoised library
-   waveforms, like with like, as well as with the clean ones.  Two ways of
-   drawing the copies: the noise model's own scales, shifts and noise (what
-   the network trained on), and fixed peak SNRs 8 / 15 / 30 / 60 / 120.
+1. **Retrieval against the library plus denoised noisy copies of it**
+   (:func:`crevkit.denoise.noisy_library_copies` at ``COPY_SNRS``, denoised by
+   the same network and blend): each waveform a match of its own, as the
+   pipeline's ``match.library_copies`` matches (a tile can come back once per
+   waveform), and, for comparison, the 30 nearest *distinct* tiles.
 2. **The information limit.**  For every crevassed shot at SNR >= 20 the
    integrated significance of its tail ``z = SNR · Σ tail / (peak · √n_tail)``
    (the tail: everything after the main return drops under 10 % of its peak),
@@ -25,7 +22,7 @@ Not part of the pipeline; every number is printed as a markdown table.
 
 Usage::
 
-    PYTHONPATH=python OMP_WAIT_POLICY=PASSIVE python bench/denoise_limits.py [--checkpoint model.pt] [--copies 4]
+    PYTHONPATH=python OMP_WAIT_POLICY=PASSIVE python bench/denoise_limits.py [--checkpoint model.pt]
 """
 
 from __future__ import annotations
@@ -36,26 +33,28 @@ import time
 import numpy as np
 
 from crevkit.benchmarks.denoise import SNR_LEVELS, bench_noise_model, make_library, make_shots
-from crevkit.denoise import Denoiser, NoisyWaveformStream, matching_vectors
+from crevkit.denoise import COPY_SNRS, Denoiser, matching_vectors, noisy_library_copies
 
 K = 30
-GRID = (8.0, 15.0, 30.0, 60.0, 120.0)
 Z_BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, np.inf))
 
 
-def vote_share(queries: np.ndarray, vectors: np.ndarray, row_of: np.ndarray, labels: np.ndarray,
-               k: int = K, batch: int = 2048) -> np.ndarray:
-    """Share of crevassed tiles among each query's ``k`` nearest *distinct* library rows (exact GEMM)."""
-    per_row = len(vectors) // (row_of.max() + 1)  # vectors per library row
-    depth = min(len(vectors), k * per_row)  # enough to hold k distinct rows
+def vote_share(queries: np.ndarray, vectors: np.ndarray, row_of: np.ndarray, labels: np.ndarray, *,
+               distinct: bool, k: int = K, batch: int = 2048) -> np.ndarray:
+    """Share of crevassed tiles among each query's ``k`` nearest waveforms (exact GEMM; ``row_of``: each
+    waveform's library row), or among its ``k`` nearest *distinct* library rows (``distinct``)."""
+    per_row = len(vectors) // (row_of.max() + 1)  # waveforms per library row
+    depth = min(len(vectors), k * per_row) if distinct else k  # enough to hold k distinct rows
     share = np.empty(len(queries))
     for s in range(0, len(queries), batch):
         sim = queries[s:s + batch] @ vectors.T
         top = np.argpartition(-sim, depth - 1, axis=1)[:, :depth]
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sim, top, 1), axis=1), 1)
         for i, cand in enumerate(row_of[top]):
-            _, first = np.unique(cand, return_index=True)
-            share[s + i] = (labels[cand[np.sort(first)[:k]]] == 1).mean()
+            if distinct:
+                _, first = np.unique(cand, return_index=True)
+                cand = cand[np.sort(first)[:k]]
+            share[s + i] = (labels[cand] == 1).mean()
     return share
 
 
@@ -76,26 +75,9 @@ def tail_significance(clean: np.ndarray, snr: np.ndarray) -> np.ndarray:
     return z
 
 
-def denoised_copies(model: Denoiser, library: np.ndarray, noise, scheme: str, n_copies: int,
-                    seed: int) -> list[np.ndarray]:
-    """``n_copies`` denoised noisy versions of every library row ("model": the noise model's draws; "grid")."""
-    unit = (library / library.sum(axis=1, keepdims=True)).astype(np.float32)
-    out = []
-    for c in range(n_copies):
-        if scheme == "model":
-            stream = NoisyWaveformStream(unit, noise, len(unit), seed, "cpu")
-            noisy = stream.batch(np.random.default_rng([seed, c]), rows=np.arange(len(unit)))[0].numpy()
-        else:
-            snr = np.full(len(unit), GRID[c % len(GRID)], np.float32)
-            noisy, _ = make_shots(unit, noise, snr, seed=seed * 100 + c)
-        out.append(model.transform(noisy))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a trained default Denoiser (default: train one, ~5 min on 2 threads)")
-    parser.add_argument("--copies", type=int, default=4, help="denoised copies per library row (default 4)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -106,14 +88,15 @@ def main() -> None:
     else:
         model = Denoiser(seed=0, n_threads=2, device="cpu").fit(library, noise)
     lib_vectors = matching_vectors(library)
-    n = len(library)
-    libraries = {"library (the benchmark)": (lib_vectors, np.arange(n))}
-    for scheme, name in (("model", "noise-model draws"), ("grid", "SNR 8/15/30/60/120")):
-        copies = denoised_copies(model, library, noise, scheme, args.copies, seed=11)
-        vectors = np.concatenate([lib_vectors] + [matching_vectors(c) for c in copies])
-        libraries[f"library + {args.copies} denoised copies ({name})"] = (vectors, np.tile(np.arange(n), args.copies + 1))
+    n, m = len(library), len(COPY_SNRS)
+    copies = model.transform(noisy_library_copies(library, noise, COPY_SNRS, seed=11))
+    with_copies = (np.concatenate([lib_vectors, matching_vectors(copies)]), np.tile(np.arange(n), m + 1))
+    libraries = {"library (row (c) of the benchmark)": ((lib_vectors, np.arange(n)), False),
+                 f"library + {m} denoised copies, each waveform a match (the pipeline, row (c*))": (with_copies, False),
+                 f"library + {m} denoised copies, 30 distinct tiles": (with_copies, True)}
 
-    print(f"Default Denoiser, {args.copies} copies per library row; {time.perf_counter() - t0:.0f} s to here.\n")
+    print(f"Default Denoiser; copies at peak SNR {', '.join(f'{v:g}' for v in COPY_SNRS)}; "
+          f"{time.perf_counter() - t0:.0f} s to here.\n")
     rows, limit_rows = [], []
     for draw, tile_seed, shot_seed in (("validation", 6, 7), ("held-out", 2, 3)):
         tiles, truth_tiles = make_library(3000, seed=tile_seed)
@@ -124,22 +107,22 @@ def main() -> None:
         queries = {"denoised": matching_vectors(model.transform(noisy)), "clean": matching_vectors(clean)}
         high = snr >= 20
         agree = {}
-        for lib_name, (vectors, row_of) in libraries.items():
+        for lib_name, ((vectors, row_of), distinct) in libraries.items():
             for q_name, q in queries.items():
-                ok = (vote_share(q, vectors, row_of, labels) > 0.5) == (truth == 1)
+                ok = (vote_share(q, vectors, row_of, labels, distinct=distinct) > 0.5) == (truth == 1)
                 agree[lib_name, q_name] = ok
                 rows.append(f"| {draw} | {q_name} | {lib_name} | {ok.mean():.3f} | {ok[snr == 20].mean():.3f} | "
                             f"{ok[snr == 50].mean():.3f} | {ok[high].mean():.4f} |")
         z = tail_significance(clean, snr)
-        base = "library (the benchmark)"
+        base = next(iter(libraries))
         crevassed = high & (truth == 1)
         for lo, hi in Z_BINS:
-            m = crevassed & (z >= lo) & (z < hi)
-            limit_rows.append(f"| {draw} | crevassed, tail z in [{lo:g}, {hi:g}) | {m.sum()} | "
-                              f"{agree[base, 'clean'][m].mean():.3f} | {agree[base, 'denoised'][m].mean():.3f} |")
-        m = high & (truth != 1)
-        limit_rows.append(f"| {draw} | not crevassed | {m.sum()} | {agree[base, 'clean'][m].mean():.3f} | "
-                          f"{agree[base, 'denoised'][m].mean():.3f} |")
+            sel = crevassed & (z >= lo) & (z < hi)
+            limit_rows.append(f"| {draw} | crevassed, tail z in [{lo:g}, {hi:g}) | {sel.sum()} | "
+                              f"{agree[base, 'clean'][sel].mean():.3f} | {agree[base, 'denoised'][sel].mean():.3f} |")
+        sel = high & (truth != 1)
+        limit_rows.append(f"| {draw} | not crevassed | {sel.sum()} | {agree[base, 'clean'][sel].mean():.3f} | "
+                          f"{agree[base, 'denoised'][sel].mean():.3f} |")
 
     print("| tiles | shots | matched against | mixed SNR | SNR 20 | SNR 50 | SNR >= 20 |")
     print("|---|---|---|---|---|---|---|")

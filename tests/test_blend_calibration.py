@@ -76,3 +76,35 @@ def test_calibration_refuses_bad_input(setup):
         calibrate_blend(den, lib[:-1], labels[:-1], noise, index)
     with pytest.raises(CrevkitTypeError, match="fitted"):
         calibrate_blend(Denoiser(), lib, labels, noise, index)
+
+
+def test_without_self_drops_every_repeat_of_the_own_row():
+    # with library copies a tile can come back once per waveform (its clean one and each copy)
+    rows = np.array([[5, 5, 3, 5, 2, 1]])
+    r, d = _without_self(rows, np.arange(6, dtype=np.float32)[None], np.array([5]), 3)
+    np.testing.assert_array_equal(r, [[3, 2, 1]])
+    np.testing.assert_array_equal(d, [[2, 4, 5]])
+
+
+def test_calibration_matches_each_mode_against_its_own_copies(setup):
+    from crevkit.denoise import noisy_library_copies
+    from crevkit.index import IndexWithCopies
+
+    lib, labels, noise, den, index = setup
+    raw = noisy_library_copies(lib, noise, (20.0, 60.0), seed=1)
+    asked = []
+
+    class Spy:  # the mode's index, recording how many matches the calibration asks for
+        def __init__(self, inner):
+            self.inner, self.count, self.repeats_per_row = inner, inner.count, inner.repeats_per_row
+
+        def query(self, w, k, **kw):
+            asked.append(k)
+            return self.inner.query(w, k, **kw)
+
+    indexes = {m: Spy(IndexWithCopies.build(index, den.transform(raw, blend=m))) for m in ("floor", "max")}
+    r = calibrate_blend(den, lib, labels, noise, indexes, modes=("floor", "max"), k=10, repeats=1, seed=3)
+    assert asked == [13, 13]  # k + the tile's three waveforms, all left out of its own matches
+    assert set(r.auc) == {"floor", "max"} and r.auc[r.mode] > 0.6
+    with pytest.raises(CrevkitValueError, match="no index for mode"):
+        calibrate_blend(den, lib, labels, noise, {"floor": indexes["floor"]}, modes=("floor", "max"))

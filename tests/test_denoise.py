@@ -33,6 +33,7 @@ from crevkit.denoise import (  # noqa: E402
     classical_denoise,
     matching_vectors,
     noise_model_fingerprint,
+    noisy_library_copies,
     shift_error,
     shift_waveforms,
     thresholded_centroid,
@@ -594,3 +595,65 @@ def test_target_summary_reads_the_issues_two_targets():
                                      "clean": {"mixed": 0.96, "20": 0.96, "50": 0.96}}))
     assert "+2.0 points (target >= +3: not met)" in missed
     assert "6.00 points under (target <= 5: not met)" in missed
+
+
+def test_noisy_library_copies_are_the_streams_draws_at_each_snr(library):
+    lib = library[0][:60]
+    noise = noise_model()
+    copies = noisy_library_copies(lib * 7.0, noise, (10.0, 40.0), seed=5)  # any scale of the library
+    assert copies.shape == (120, lib.shape[1]) and copies.dtype == np.float32
+    unit = (lib / lib.sum(axis=1, keepdims=True)).astype(np.float32)
+    stream = NoisyWaveformStream(unit, noise, len(unit), 5)
+    for c, snr in enumerate((10.0, 40.0)):  # row c * n + i: library row i at the c-th SNR
+        want = stream.batch(np.random.default_rng([5, c]), rows=np.arange(60), snr=(snr, snr))[0].numpy()
+        np.testing.assert_allclose(copies[c * 60:(c + 1) * 60], want, rtol=1e-5, atol=1e-6)  # rescaling rounds
+        # the peak over the noise (measured past every return) is the SNR asked for
+        block = copies[c * 60:(c + 1) * 60]
+        ratio = np.median((block.max(axis=1) - block[:, 460:].mean(axis=1)) / block[:, 460:].std(axis=1))
+        assert 0.8 * snr < ratio < 1.25 * snr
+    np.testing.assert_array_equal(noisy_library_copies(lib * 7.0, noise, (10.0, 40.0), seed=5), copies)
+    assert not np.allclose(noisy_library_copies(lib * 7.0, noise, (10.0, 40.0), seed=6), copies)
+    with pytest.raises(CrevkitValueError, match="snrs"):
+        noisy_library_copies(lib, noise, ())
+    with pytest.raises(CrevkitValueError, match="snrs must be > 0"):
+        noisy_library_copies(lib, noise, (10.0, -1.0))
+    with pytest.raises(CrevkitValueError, match="no positive energy"):
+        noisy_library_copies(np.vstack([lib[:3], np.zeros((1, lib.shape[1]))]), noise)
+    with pytest.raises(CrevkitTypeError, match="noise_model"):
+        noisy_library_copies(lib, object())
+
+
+def test_cli_library_copies_and_match_with_them(library, tmp_path):
+    from click.testing import CliRunner
+
+    from crevkit.cli import main
+    from crevkit.index import IndexWithCopies, WaveformIndex
+    from crevkit.noise import NoiseModel
+
+    lib = library[0][:64]
+    np.save(tmp_path / "lib.npy", lib)
+    x = make_shots(library[0][64:84], noise_model(), np.full(20, 30.0, np.float32), seed=4)[0]
+    den = Denoiser(n_steps=2, batch_size=8, width=8, n_threads=1, device="cpu", seed=0).fit(lib, noise_model())
+    den.save(tmp_path / "m.pt")
+    np.save(tmp_path / "clean.npy", den.transform(x))
+    index = WaveformIndex.build(lib, deterministic=True)
+    index.save(tmp_path / "idx")
+    runner = CliRunner()
+    res = runner.invoke(main, ["library-copies", str(tmp_path / "m.pt"), str(tmp_path / "lib.npy"), "synthetic",
+                               str(tmp_path / "idx"), "-o", str(tmp_path / "copies"), "--snrs", "20,50",
+                               "--threads", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["match", str(tmp_path / "idx"), str(tmp_path / "clean.npy"), "-o",
+                               str(tmp_path / "m.npz"), "--copies", str(tmp_path / "copies"), "-k", "10"])
+    assert res.exit_code == 0, res.output
+    # the CLI is the API: copies drawn from the noise model at 20 and 50, denoised by the model, indexed beside
+    copies = den.transform(noisy_library_copies(lib, NoiseModel.synthetic(), (20.0, 50.0), seed=0))
+    both = IndexWithCopies.build(index, copies)
+    assert IndexWithCopies(index, WaveformIndex.load(tmp_path / "copies")).n_copies == 2
+    with np.load(tmp_path / "m.npz") as z:
+        rows, dist = both.query(np.load(tmp_path / "clean.npy"), k=10)
+        np.testing.assert_array_equal(z["rows"], rows)
+        np.testing.assert_allclose(z["distances"], dist, atol=1e-6)
+    res = runner.invoke(main, ["library-copies", str(tmp_path / "m.pt"), str(tmp_path / "lib.npy"), "synthetic",
+                               str(tmp_path / "idx"), "-o", str(tmp_path / "c2"), "--snrs", "20,x"])
+    assert res.exit_code != 0 and "--snrs" in res.output

@@ -498,3 +498,64 @@ def test_rerank_distances_closed_form_and_bad_input():
         rerank_distances(v.astype(np.float64), v[:1], np.array([[0]]))
     with pytest.raises(CrevkitValueError, match="queries contains NaN"):
         rerank_distances(v, np.full((1, 20), np.nan, np.float32), np.array([[0]]))
+
+
+# ----------------------------------------------------------------------------- library copies
+
+
+@pytest.fixture(scope="module")
+def with_copies(small):
+    from crevkit.index import IndexWithCopies
+
+    lib = small[:400]
+    rng = np.random.default_rng(5)
+    # three "copies" per row: the row moved a little and roughened, as a denoiser's outputs would be
+    copies = np.concatenate([np.clip(shift_waveforms(lib, rng.uniform(-2, 2, len(lib)))
+                                     * rng.uniform(0.5, 2.0, (len(lib), 1)) + rng.uniform(0, 2e-3, lib.shape), 0, None)
+                             for _ in range(3)]).astype(np.float32)
+    idx = WaveformIndex.build(lib, tile_ids=[f"s{i}" for i in range(len(lib))], ef_search=600, rerank=600)
+    return lib, copies, idx, IndexWithCopies.build(idx, copies)
+
+
+def test_index_with_copies_is_the_exact_search_over_the_library_and_its_copies(with_copies):
+    lib, copies, idx, comb = with_copies
+    assert comb.count == len(lib) and comb.n_copies == 3 and comb.repeats_per_row == 4 and idx.repeats_per_row == 1
+    assert comb.copies.metadata["copies_of"] == idx.metadata["library_sha256"]
+    np.testing.assert_array_equal(comb.copies.prepare(copies[:50]), idx.prepare(copies[:50]))  # one matching space
+    queries = copies[::37] * 1.5
+    rows, dist = comb.query(queries, k=25)
+    vectors = np.concatenate([idx.prepare(lib), idx.prepare(copies)])
+    owner = np.tile(np.arange(len(lib)), 4)
+    d_all = ((idx.prepare(queries)[:, None, :] - vectors[None]) ** 2).sum(axis=2)
+    order = np.argsort(d_all, axis=1, kind="stable")[:, :25]
+    np.testing.assert_allclose(dist, np.take_along_axis(d_all, order, axis=1), atol=2e-5)
+    for got, want in zip(rows, owner[order]):
+        assert sorted(got.tolist()) == sorted(want.tolist())
+    assert any(len(set(r)) < len(r) for r in rows)  # a row comes back once per matching waveform
+    ids, _ = comb.query(queries, k=25, return_tile_ids=True)
+    np.testing.assert_array_equal(ids, idx.tile_ids[rows])
+    one, d_one = comb.query(queries[3], k=25)
+    np.testing.assert_array_equal(one, rows[3])
+    r2, d2 = match_shots(comb, queries, k=25, batch_size=7)
+    np.testing.assert_array_equal(r2, rows)
+    np.testing.assert_array_equal(d2, dist)
+
+
+def test_index_with_copies_saves_loads_and_refuses_mismatches(with_copies, tmp_path):
+    from crevkit.errors import CrevkitTypeError
+    from crevkit.index import IndexWithCopies
+
+    lib, copies, idx, comb = with_copies
+    loaded = IndexWithCopies(idx, WaveformIndex.load(comb.copies.save(tmp_path / "copies")))
+    q = copies[::53]
+    for a, b in zip(loaded.query(q, k=10), comb.query(q, k=10)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CrevkitValueError, match="whole number of copies"):
+        IndexWithCopies.build(idx, copies[:-1])
+    with pytest.raises(CrevkitValueError, match="transform"):
+        IndexWithCopies(idx, WaveformIndex.build(copies, transform="linear"))
+    with pytest.raises(CrevkitTypeError, match="WaveformIndex"):
+        IndexWithCopies(idx, copies)
+    other = WaveformIndex.build(lib[::-1].copy(), tile_ids=[f"s{i}" for i in range(len(lib))])
+    with pytest.raises(IndexIntegrityError, match="another library"):
+        IndexWithCopies(other, comb.copies)

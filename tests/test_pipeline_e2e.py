@@ -79,7 +79,15 @@ def test_output_contract(demo):
     assert metrics["blend"] == blend
     with np.load(run / "results" / "matches.npz") as z:
         assert {"rows", "distances", "rows_max", "distances_max"} == set(z.files)
+        rows = z["rows"]
     assert (run / "shots" / "denoised_max.npy").exists()
+    # match.library_copies (default 14 / 30 / 70): each blend's shots were matched against the library and its
+    # copies denoised in that blend, so a tile can come back once per matching waveform
+    for mode in ("floor", "max"):
+        assert json.loads((run / "model" / f"library_copies_{mode}" / "index.json").read_text())["count"] == \
+            3 * json.loads((run / "library" / "library.json").read_text())["n"]
+    ok = rows[:, 0] >= 0
+    assert any(len(set(r)) < len(r) for r in rows[ok])
 
 
 def test_change_raster_positive_where_crevasses_appeared(demo):
@@ -117,8 +125,10 @@ def test_fixed_blend_and_classical_denoising_match_one_blend(demo, tmp_path):
     shutil.copytree(root, copy)
     run = copy / "run"
     config = yaml.safe_load((copy / "crevkit.yaml").read_text())
-    # a fixed blend: one denoised file, one set of matches, the calibration file records the setting only
+    # a fixed blend: one denoised file, one set of matches, the calibration file records the setting only;
+    # without library copies every match is a distinct tile and no copies index is left behind
     config["denoise"] = {"blend": "floor"}
+    config["match"] = {**config.get("match", {}), "library_copies": []}
     (copy / "crevkit.yaml").write_text(yaml.safe_dump(config))
     results = {c.stage: c for c in run_pipeline(copy / "crevkit.yaml")}
     assert results["train-denoiser"].extra["status"] == "complete, skipped"
@@ -126,6 +136,8 @@ def test_fixed_blend_and_classical_denoising_match_one_blend(demo, tmp_path):
     assert not (run / "shots" / "denoised_max.npy").exists()
     with np.load(run / "results" / "matches.npz") as z:
         assert set(z.files) == {"rows", "distances"}
+        assert all(len(set(r)) == len(r) for r in z["rows"] if r[0] >= 0)
+    assert not list((run / "model").glob("library_copies_*"))
     blend = json.loads((run / "results" / "blend_calibration.json").read_text())
     assert blend == {"setting": "floor", "mode": "floor", "candidates": ["floor"]}
     shots = pd.read_parquet(run / "results" / "shots.parquet")

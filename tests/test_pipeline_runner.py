@@ -138,6 +138,9 @@ def test_run_lock(tmp_path):
         ({"dem": ["nothing/*.tif"]}, r"dem: no file matches"),
         ({"labels": "missing.csv"}, r"labels: .*missing.csv does not exist"),
         ({"map": {"cell_size": -5}}, r"map.cell_size must be >= 0"),
+        ({"match": {"library_copies": [14, 0]}}, r"match.library_copies must be a list of .*s > 0"),
+        ({"match": {"library_copies": "high"}}, r"match.library_copies must be a list of"),
+        ({"match": {"library_copies": [True]}}, r"match.library_copies must be a list of"),
     ],
 )
 def test_bad_config_one_line(tmp_path, raw, match):

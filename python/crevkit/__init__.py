@@ -43,6 +43,7 @@ _LAZY = {
     "SelfOrganizingMap": "crevkit.som",
     # matching
     "WaveformIndex": "crevkit.index",
+    "IndexWithCopies": "crevkit.index",
     "align_waveforms": "crevkit.index",
     # shots, noise, denoiser
     "read_glah01": "crevkit.readers",
@@ -55,6 +56,7 @@ _LAZY = {
     "synthesize_shots": "crevkit.synth_shots",
     "NoiseModel": "crevkit.noise",
     "Denoiser": "crevkit.denoise",
+    "noisy_library_copies": "crevkit.denoise",
     # matching results -> maps
     "build_library": "crevkit.library",
     "open_library": "crevkit.library",

@@ -27,7 +27,7 @@ Only the user's tile labels are used, never the footprint truth.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -99,8 +99,11 @@ def calibrate_blend(denoiser: Any, library_waveforms: Any, tile_labels: Any, noi
         Label per library row; ``"unknown"``, empty or None = not labelled.
     noise_model : crevkit.noise.NoiseModel
         What makes the tiles look recorded (the one the denoiser trained on).
-    index : crevkit.index.WaveformIndex
-        The run's index over the same library.
+    index : crevkit.index.WaveformIndex or IndexWithCopies, or a mapping of mode to one
+        The run's index over the same library; a mapping where each mode's
+        shots are matched against library copies denoised with that mode
+        (the pipeline's ``match.library_copies``).  A tile is left out of its
+        own matches however often it comes back (its copies too).
     modes : sequence of str
         Candidate modes of :func:`crevkit.denoise.blend_with_classical`.
     k : int
@@ -142,8 +145,16 @@ def calibrate_blend(denoiser: Any, library_waveforms: Any, tile_labels: Any, noi
     if lib.ndim != 2 or labels.shape != (lib.shape[0],):
         raise CrevkitValueError(f"tile_labels must have one label per library row ({lib.shape[0]}), "
                                 f"got shape {labels.shape}")
-    if lib.shape[0] != index.count:
-        raise CrevkitValueError(f"library_waveforms has {lib.shape[0]} rows, the index {index.count}")
+    if isinstance(index, Mapping):
+        missing = [m for m in modes if m not in index]
+        if missing:
+            raise CrevkitValueError(f"index: no index for mode(s) {missing}")
+        indexes = {m: index[m] for m in modes}
+    else:
+        indexes = {m: index for m in modes}
+    for idx in indexes.values():
+        if lib.shape[0] != idx.count:
+            raise CrevkitValueError(f"library_waveforms has {lib.shape[0]} rows, the index {idx.count}")
     sums = lib.sum(axis=1, dtype=np.float64)
     known = np.array([isinstance(v, str) and v not in ("", "unknown") for v in labels]) & (sums > 0)
     is_pos = labels == positive
@@ -167,7 +178,8 @@ def calibrate_blend(denoiser: Any, library_waveforms: Any, tile_labels: Any, noi
         net = denoiser.transform(noisy, blend="none", progress=False)
         for mode in modes:
             w = blend_with_classical(net, noisy, mode=mode, network_weights=denoiser.blend_weights_)
-            r, d = index.query(w, k=min(k + 1, index.count), n_threads=n_threads)
+            idx = indexes[mode]  # enough matches that k remain once the tile's own are left out
+            r, d = idx.query(w, k=min(k + idx.repeats_per_row, idx.count), n_threads=n_threads)
             r, d = _without_self(np.asarray(r), np.asarray(d), rows, k)
             p = shot_probabilities(r, d, labels, weighting=weighting, positive=positive)["p_crevasse"].to_numpy()
             shares[mode].append(p)

@@ -32,6 +32,11 @@ Distances are squared Euclidean distances between unit vectors (= 2 − 2 cos).
 also searched shifted by each offset (samples) and the results are merged
 (best distance per library row).
 
+:class:`IndexWithCopies` pairs an index with one over copies of the library's
+rows (for denoised shots: the library's noisy copies denoised the same way,
+:func:`crevkit.denoise.noisy_library_copies`) and answers queries with library
+rows, a row once per matching waveform.
+
 Index files are trusted only after checks: a JSON sidecar (``index.json``)
 holds the dimension, space, counts, normalization, alignment, transform,
 instrument, library hash and the sha256 and size of every file; it is verified
@@ -59,6 +64,7 @@ from .errors import CrevkitTypeError, CrevkitValueError, IndexIntegrityError
 
 __all__ = [
     "WaveformIndex",
+    "IndexWithCopies",
     "align_waveforms",
     "shift_waveforms",
     "waveform_positions",
@@ -426,6 +432,11 @@ class WaveformIndex:
     @property
     def n_unique(self) -> int:
         return int(self.metadata["n_unique"])
+
+    @property
+    def repeats_per_row(self) -> int:
+        """The most times one query can return the same library row (1: rows are distinct)."""
+        return 1
 
     def __repr__(self) -> str:
         m = self.metadata
@@ -918,6 +929,122 @@ class WaveformIndex:
                    group_offsets=offs, tile_ids=ids, metadata=meta)
 
 
+class IndexWithCopies:
+    """A library's index and an index of copies of its rows, queried as one index of library rows.
+
+    ``copies`` holds ``m`` waveforms per library row, its row ``c · n + i``
+    standing for library row ``i`` (the layout of
+    :func:`crevkit.denoise.noisy_library_copies`): for instance the library's
+    noisy copies denoised as the shots are, so that a denoised shot is matched
+    against what the denoiser makes of every tile as well as against the
+    tile's clean waveform.  A query searches both indexes and keeps the ``k``
+    nearest waveforms of the union, reported as library rows: a row can come
+    back up to ``m + 1`` times (``repeats_per_row``), once per matching
+    waveform, and each counts as a match of its own.  Both indexes must share
+    the matching space (alignment and its target, transform, noise floor);
+    :meth:`build` makes the copies' index in the library index's space.
+
+    Attributes: ``index``, ``copies`` (the two :class:`WaveformIndex`),
+    ``n_copies``; ``count``, ``dimension``, ``tile_ids`` and ``metadata`` are
+    the library index's.
+    """
+
+    def __init__(self, index: WaveformIndex, copies: WaveformIndex):
+        if not isinstance(index, WaveformIndex) or not isinstance(copies, WaveformIndex):
+            raise CrevkitTypeError(f"index and copies must be WaveformIndex objects, got {type(index).__name__} and "
+                                   f"{type(copies).__name__}")
+        n, m = index.metadata, copies.metadata
+        if copies.count % index.count:
+            raise CrevkitValueError(f"copies has {copies.count} rows, not a multiple of the library's {index.count}")
+        for key in ("dimension", "transform", "alignment", "noise_floor"):
+            if n.get(key) != m.get(key):
+                raise CrevkitValueError(f"copies: its {key} ({m.get(key)!r}) differs from the library index's "
+                                        f"({n.get(key)!r}); build it with IndexWithCopies.build")
+        if m.get("copies_of", n["library_sha256"]) != n["library_sha256"]:
+            raise IndexIntegrityError("copies: built from copies of another library (its copies_of hash differs "
+                                      "from the library index's)")
+        self.index = index
+        self.copies = copies
+        self.n_copies = copies.count // index.count
+
+    @property
+    def count(self) -> int:
+        return self.index.count
+
+    @property
+    def dimension(self) -> int:
+        return self.index.dimension
+
+    @property
+    def tile_ids(self) -> np.ndarray | None:
+        return self.index.tile_ids
+
+    @property
+    def metadata(self) -> dict:
+        return self.index.metadata
+
+    @property
+    def repeats_per_row(self) -> int:
+        """The most times one query can return the same library row: its clean waveform and each copy."""
+        return self.n_copies + 1
+
+    def __repr__(self) -> str:
+        return f"IndexWithCopies({self.index!r}, n_copies={self.n_copies})"
+
+    @classmethod
+    def build(cls, index: WaveformIndex, copies: Any, *, n_threads: int | None = None,
+              progress: bool | None = None) -> "IndexWithCopies":
+        """Index ``copies`` (array_like, (m · n, n_samples)) in ``index``'s matching space and HNSW settings.
+
+        The copies' index takes the library index's alignment target,
+        transform, noise floor, PCA size, graph and search parameters,
+        deduplication and determinism, and records the library's hash
+        (``copies_of``) so that it is never paired with another library.
+        """
+        if not isinstance(index, WaveformIndex):
+            raise CrevkitTypeError(f"index must be a WaveformIndex, got {type(index).__name__}")
+        rows = int(copies.shape[0]) if hasattr(copies, "shape") and len(copies.shape) == 2 else None
+        if rows is None or rows == 0 or rows % index.count:
+            raise CrevkitValueError(f"copies must hold a whole number of copies of the library's {index.count} rows, "
+                                    f"got shape {getattr(copies, 'shape', None)}")
+        meta = index.metadata
+        al, hn = meta["alignment"], meta["hnsw"]
+        tile_ids = None if index.tile_ids is None else np.tile(index.tile_ids, rows // index.count)
+        built = WaveformIndex.build(
+            copies, tile_ids=tile_ids, transform=meta["transform"], alignment=al["method"], align_target=al["target"],
+            align_threshold=al["threshold"], interpolation=al["interpolation"], noise_floor=meta["noise_floor"],
+            pca_components=meta["pca_components"], M=hn["M"], ef_construction=hn["ef_construction"],
+            ef_search=hn["ef_search"], rerank=hn["rerank"], dedup=meta["dedup"]["enabled"],
+            dedup_tolerance=meta["dedup"]["tolerance"], deterministic=hn["deterministic"], seed=hn["seed"],
+            n_threads=n_threads, instrument=meta["instrument"], progress=progress)
+        built.metadata["copies_of"] = meta["library_sha256"]
+        return cls(index, built)
+
+    def query(self, waveforms: Any, k: int = 30, *, offsets: Iterable[float] | None = None,
+              ef_search: int | None = None, rerank: int | None = None, n_threads: int | None = None,
+              return_tile_ids: bool = False):
+        """The ``k`` nearest waveforms among the library and its copies, as library rows (see the class).
+
+        Parameters and returns as :meth:`WaveformIndex.query`; rows may repeat.
+        """
+        k = check_int(k, "k", minimum=1, maximum=self.count)
+        w = as_float32_array(waveforms, "waveforms", ndim=(1, 2))
+        single = w.ndim == 1
+        options = dict(offsets=offsets, ef_search=ef_search, rerank=rerank, n_threads=n_threads)
+        r_lib, d_lib = self.index.query(w[None] if single else w, k, **options)
+        r_cop, d_cop = self.copies.query(w[None] if single else w, k, **options)
+        rows = np.concatenate([r_lib, r_cop % self.count], axis=1)
+        dist = np.concatenate([d_lib, d_cop], axis=1)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # ties: the library's waveform first
+        rows = np.take_along_axis(rows, order, axis=1)
+        dist = np.take_along_axis(dist, order, axis=1)
+        if return_tile_ids:
+            if self.tile_ids is None:
+                raise CrevkitValueError("this index has no tile ids; use the returned rows")
+            rows = self.tile_ids[rows]
+        return (rows[0], dist[0]) if single else (rows, dist)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -1095,7 +1222,7 @@ def match_shots(index: WaveformIndex, waveforms: Any, k: int = 30, *, batch_size
 
     Parameters
     ----------
-    index : WaveformIndex
+    index : WaveformIndex or IndexWithCopies
     waveforms : array_like (n, n_samples): ndarray, memmap or Zarr array (read batch by batch)
     k, offsets, n_threads
         As in :meth:`WaveformIndex.query`.
@@ -1109,8 +1236,8 @@ def match_shots(index: WaveformIndex, waveforms: Any, k: int = 30, *, batch_size
     """
     from ._progress import StageCounts, progress as progress_bar
 
-    if not isinstance(index, WaveformIndex):
-        raise CrevkitTypeError(f"index must be a WaveformIndex, got {type(index).__name__}")
+    if not isinstance(index, (WaveformIndex, IndexWithCopies)):
+        raise CrevkitTypeError(f"index must be a WaveformIndex or an IndexWithCopies, got {type(index).__name__}")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     k = check_int(k, "k", minimum=1, maximum=index.count)
     if not hasattr(waveforms, "shape") or not hasattr(waveforms, "__getitem__"):

@@ -68,3 +68,53 @@ def denoise_command(model: Path, source: Path, output: Path, batch_size: int, n_
     den = Denoiser.load(model, device=device, n_threads=n_threads)
     counts = den.transform_stack(source, output, batch_size=batch_size, blend=blend)
     click.echo(f"wrote {output} ({counts.done} waveforms, {counts.failed} not finite)")
+
+
+@main.command("library-copies")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("library", type=click.Path(exists=True, path_type=Path))
+@click.argument("noise_model", metavar="NOISE_MODEL")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the copies' index (pass it to `crevkit match --copies`).")
+@click.option("--snrs", default=None,
+              help="Peak SNRs of the copies, e.g. '14,30,70' (default: crevkit.denoise.COPY_SNRS).")
+@click.option("--blend", type=click.Choice(["floor", "max", "none"]), default=None,
+              help="Blend the copies are denoised with: the shots' (default: the model's, floor).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", "n_threads", type=int, default=None, help="Threads (default: all cores).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def library_copies_command(model: Path, library: Path, noise_model: str, index_dir: Path, out_dir: Path,
+                           snrs: str | None, blend: str | None, seed: int, n_threads, device: str) -> None:
+    """Index LIBRARY's noisy copies, denoised by MODEL, in the matching space of INDEX_DIR (LIBRARY's index).
+
+    LIBRARY is a .npy / Zarr stack or a library directory; NOISE_MODEL a noise
+    model file or "synthetic".  Denoised shots matched with `crevkit match
+    INDEX_DIR --copies OUT` meet each tile as the denoiser makes it too.
+    """
+    import numpy as np
+
+    from .._stack_io import open_stack
+    from ..denoise import COPY_SNRS, Denoiser, noisy_library_copies
+    from ..index import IndexWithCopies, WaveformIndex
+    from ..noise import NoiseModel
+
+    levels = COPY_SNRS
+    if snrs:
+        try:
+            levels = tuple(float(v) for v in snrs.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated numbers, got {snrs!r}", param_hint="--snrs") from None
+    model_noise = NoiseModel.synthetic() if noise_model == "synthetic" else NoiseModel.load(noise_model)
+    if library.is_dir() and (library / "library.json").exists():
+        from ..library import open_library
+
+        waves = np.asarray(open_library(library).waveforms[:], np.float32)
+        check = library  # the index must come from this library: its recorded hash
+    else:
+        waves = check = np.asarray(open_stack(library, "library"), np.float32)
+    den = Denoiser.load(model, device=device, n_threads=n_threads)
+    copies = den.transform(noisy_library_copies(waves, model_noise, levels, seed=seed), blend=blend)
+    both = IndexWithCopies.build(WaveformIndex.load(index_dir, library=check), copies, n_threads=n_threads)
+    both.copies.save(out_dir)
+    click.echo(f"wrote {out_dir} ({both.copies.count} copies, {both.n_copies} per library row)")

@@ -1,4 +1,8 @@
-"""``crevkit library``, ``crevkit index``, ``crevkit match`` and ``crevkit evaluate-matching``."""
+"""``crevkit library``, ``crevkit index``, ``crevkit match`` and ``crevkit evaluate-matching``.
+
+``crevkit library-copies`` (the index of a library's denoised copies, for ``crevkit match --copies``) is with
+the denoiser's commands, in ``cli/denoise.py``.
+"""
 
 from __future__ import annotations
 
@@ -71,12 +75,15 @@ def index_cmd(library: str, out_dir: str, transform: str, alignment: str, pca_co
               help="Output .npz (rows, distances, tile_ids when the index has them).")
 @click.option("--library", type=click.Path(exists=True, file_okay=False), default=None,
               help="Check that the index was built from this library.")
+@click.option("--copies", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Also match against the library's denoised copies (an index from `crevkit library-copies`); "
+                   "a tile then comes back once per matching waveform.")
 @click.option("-k", type=int, default=30, show_default=True, help="Matches per shot.")
 @click.option("--batch-size", type=int, default=16384, show_default=True)
 @click.option("--offsets", default=None, help="Also search at these delays (samples), e.g. '-2,-1,0,1,2'.")
 @click.option("--threads", "n_threads", type=int, default=None, help="Threads (default: all usable cores).")
-def match_cmd(index_dir: str, waveforms: str, out_path: str, library: str | None, k: int, batch_size: int,
-              offsets: str | None, n_threads: int | None) -> None:
+def match_cmd(index_dir: str, waveforms: str, out_path: str, library: str | None, copies: str | None, k: int,
+              batch_size: int, offsets: str | None, n_threads: int | None) -> None:
     """Match each shot of WAVEFORMS (.npy or Zarr, n x n_samples) to its k nearest library tiles."""
     import io
     import time
@@ -85,9 +92,11 @@ def match_cmd(index_dir: str, waveforms: str, out_path: str, library: str | None
 
     from .._atomic import atomic_write_bytes
     from .._stack_io import open_stack
-    from ..index import WaveformIndex, match_shots
+    from ..index import IndexWithCopies, WaveformIndex, match_shots
 
     idx = WaveformIndex.load(index_dir, library=library)
+    if copies is not None:
+        idx = IndexWithCopies(idx, WaveformIndex.load(copies))
     shots = open_stack(waveforms, "waveforms")
     t0 = time.perf_counter()
     rows, dist = match_shots(idx, shots, k=k, batch_size=batch_size, offsets=_offsets(offsets), n_threads=n_threads)

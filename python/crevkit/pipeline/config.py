@@ -29,10 +29,11 @@ class Key:
     default: Any
     doc: str
     choices: tuple | None = None
+    items: tuple[type, ...] | None = None  # a list's element types (numbers: > 0)
 
 
-def _k(types, default, doc, choices=None) -> Key:
-    return Key(types if isinstance(types, tuple) else (types,), default, doc, choices)
+def _k(types, default, doc, choices=None, items=None) -> Key:
+    return Key(types if isinstance(types, tuple) else (types,), default, doc, choices, items)
 
 
 NUM = (int, float)
@@ -114,6 +115,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "match": {
         "k": _k(int, 30, "matches per shot"),
+        "library_copies": _k(list, [14.0, 30.0, 70.0], "peak SNRs of noisy copies of the library, denoised as the "
+                             "shots are and matched beside it, like with like (crevkit.denoise.noisy_library_copies; "
+                             "benchmark: +1 point of SNR >= 20 retrieval); [] = the clean library only", items=NUM),
         "batch_size": _k(int, 8192, "shots per query batch"),
     },
     "features": {
@@ -173,6 +177,11 @@ def _check(section: str, key: str, value: Any, spec: Key) -> Any:
         value = [value]
     if not isinstance(value, spec.types):
         raise ConfigError(f"config: {where} must be {_type_name(spec.types)}, got {value!r}")
+    if spec.items is not None:
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, spec.items) or (isinstance(item, (int, float))
+                                                                             and not 0 < item < float("inf")):
+                raise ConfigError(f"config: {where} must be a list of {_type_name(spec.items)}s > 0, got {value!r}")
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(f"config: {where} must be one of {list(spec.choices)}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("seed",) and value < 0:

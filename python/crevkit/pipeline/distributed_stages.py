@@ -279,12 +279,15 @@ def denoise_distributed(ctx, executor, n_samples: int, denoiser: Path | None) ->
 # ------------------------------------------------------------------ match
 
 def match_task(index: str, library: str, denoised: str, start: int, stop: int, part: str, k: int,
-               n_threads: int, n: int = 0) -> dict:
-    """The k library matches of shots ``[start, stop)`` into ``part`` (.npz); the index loads once per worker."""
+               n_threads: int, n: int = 0, copies: str | None = None) -> dict:
+    """The k library matches of shots ``[start, stop)`` into ``part`` (.npz); the index loads once per worker.
+
+    ``copies``: the index of the library's denoised copies to match beside it (``match.library_copies``).
+    """
     if os.path.exists(part):
         return {"done": -1}
     from .._atomic import atomic_path
-    from ..index import WaveformIndex
+    from ..index import IndexWithCopies, WaveformIndex
 
     waveforms = np.asarray(np.load(denoised, mmap_mode="r")[start:stop])
     ok = np.isfinite(waveforms).all(axis=1) & (np.nansum(waveforms, axis=1) > 0)
@@ -292,6 +295,8 @@ def match_task(index: str, library: str, denoised: str, start: int, stop: int, p
     dist = np.full((len(waveforms), k), np.nan, np.float32)
     if ok.any():
         idx = _cached("index", index, lambda: WaveformIndex.load(index, library=library))
+        if copies is not None:
+            idx = IndexWithCopies(idx, _cached("copies", copies, lambda: WaveformIndex.load(copies)))
         rows[ok], dist[ok] = idx.query(waveforms[ok], k=k, n_threads=n_threads)
     with atomic_path(part, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
@@ -302,10 +307,14 @@ def match_task(index: str, library: str, denoised: str, start: int, stop: int, p
 def match_distributed(ctx, executor) -> StageCounts:
     from .._atomic import atomic_path
     from .distributed import part_dir, remove_parts
-    from .stages import denoised_candidates, match_key
+    from ..index import IndexWithCopies, WaveformIndex
+    from .stages import COPIES, INDEX, LIBRARY, copy_indexes, denoised_candidates, match_key
 
     cfg = ctx.section("match")
     candidates = denoised_candidates(ctx)
+    # the copies are made and indexed here, once, like the library's index in its own stage
+    indexes = copy_indexes(ctx, WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)), candidates,
+                           build=True)
     n = int(np.load(ctx.path(next(iter(candidates.values()))), mmap_mode="r").shape[0])
     ranges = _ranges(n, ctx.section("cluster")["shots_per_task"])
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
@@ -314,7 +323,8 @@ def match_distributed(ctx, executor) -> StageCounts:
         key = match_key(mode, candidates)
         denoised = ctx.path(path)
         paths = [_mode_part(p, mode) if key else p for p in _part_paths(parts, len(ranges), ".npz")]
-        tasks = [dict(index=str(ctx.path("library/index")), library=str(ctx.path("library")),
+        copies = str(ctx.path(COPIES.format(mode=mode))) if isinstance(indexes[mode], IndexWithCopies) else None
+        tasks = [dict(index=str(ctx.path(INDEX)), library=str(ctx.path(LIBRARY)), copies=copies,
                       denoised=str(denoised), start=a, stop=b, part=p, k=cfg["k"], n_threads=executor.task_threads,
                       n=b - a)
                  for (a, b), p in zip(ranges, paths)]

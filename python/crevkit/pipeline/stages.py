@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +33,8 @@ DENOISER = "model/denoiser.pt"
 DENOISED = "shots/denoised.npy"
 DENOISED_MAX = "shots/denoised_max.npy"  # the "max" blend, beside DENOISED ("floor") when denoise.blend is auto
 MATCHES = "results/matches.npz"
+# match.library_copies: the index of the library's denoised noisy copies for each candidate blend (by the match stage)
+COPIES = "model/library_copies_{mode}"
 BLEND = "results/blend_calibration.json"
 FEATURES = "features"
 SOM = "som"
@@ -44,6 +48,7 @@ REPORT = "report/index.html"
 # (Gaussian matched filter + noise floor: 0.73 mixed-SNR retrieval vs 0.62 for Savitzky-Golay)
 CLASSICAL_DENOISE = {"method": "gaussian", "sigma": 3.5, "noise_floor": 3.0}
 _DENOISE_BLOCK = 65536  # shots denoised at a time (a multiple of the transform's batch of 256)
+_COPY_BLOCK = 16384  # library rows made into copies at a time (the block is part of the copies' seeds)
 
 
 # ------------------------------------------------------------------ helpers
@@ -102,6 +107,57 @@ def _denoise_modes(model, raw: np.ndarray, modes, batch_size: int = 65536) -> li
                                                          network_weights=model.blend_weights_)
         outs.append(out)
     return outs
+
+
+def copy_indexes(ctx: Context, index, candidates: dict[str, str], *, build: bool) -> dict:
+    """Blend mode -> what its denoised shots are matched against: ``index``, or with ``match.library_copies``
+    an :class:`crevkit.index.IndexWithCopies` of the library and its noisy copies denoised in that mode.
+
+    ``build``: make the copies (streamed, ``_COPY_BLOCK`` library rows at a time, into a temporary
+    memory-mapped file) and write their indexes to ``COPIES`` (the match stage, local and Dask alike);
+    otherwise load what the match stage wrote (the probability stage's blend calibration).
+    """
+    from ..index import IndexWithCopies, WaveformIndex
+
+    snrs = list(ctx.section("match")["library_copies"])
+    paths = {mode: ctx.path(COPIES.format(mode=mode)) for mode in candidates} if snrs else {}
+    if build:  # a previous run's copies that are no longer matched
+        import shutil
+
+        for mode in ("floor", "max", "none"):
+            if mode not in paths:
+                shutil.rmtree(ctx.path(COPIES.format(mode=mode)), ignore_errors=True)
+    if not snrs:
+        return {mode: index for mode in candidates}
+    if not build:
+        return {mode: IndexWithCopies(index, WaveformIndex.load(path)) for mode, path in paths.items()}
+    from .._progress import progress as progress_bar
+    from ..denoise import Denoiser, noisy_library_copies
+    from ..noise import NoiseModel
+
+    library = _library(ctx)
+    n, n_samples = len(library), int(library.metadata["n_samples"])
+    model = Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads) if ctx.section("denoiser")["enabled"] else None
+    noise = NoiseModel.load(ctx.path(NOISE))
+    lengths = bool(model.config.get("record_lengths", True)) if model is not None else True
+    out = {}
+    ctx.path(DENOISER).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".library_copies.", dir=ctx.path(DENOISER).parent) as scratch:
+        copies = {mode: np.lib.format.open_memmap(Path(scratch) / f"{mode}.npy", mode="w+", dtype=np.float32,
+                                                  shape=(len(snrs) * n, n_samples)) for mode in candidates}
+        starts = range(0, n, _COPY_BLOCK)
+        for b, start in enumerate(progress_bar(starts, desc="library copies", total=len(starts), unit="block")):
+            rows = np.asarray(library.waveforms[start:start + _COPY_BLOCK], np.float32)
+            raw = noisy_library_copies(rows, noise, snrs, seed=ctx.seed(b), record_lengths=lengths)
+            for mode, denoised in zip(candidates, _denoise_modes(model, raw, candidates)):
+                for c in range(len(snrs)):  # block layout (copy, row) into the whole library's
+                    copies[mode][c * n + start:c * n + start + len(rows)] = denoised[c * len(rows):(c + 1) * len(rows)]
+        for mode, path in paths.items():
+            copies[mode].flush()
+            out[mode] = IndexWithCopies.build(index, copies[mode], n_threads=ctx.n_threads)
+            out[mode].copies.save(path)
+        del copies
+    return out
 
 
 def _tile_store(ctx: Context):
@@ -329,8 +385,9 @@ def match_stage(ctx: Context) -> StageCounts:
         from .distributed_stages import match_distributed
 
         return match_distributed(ctx, ctx.executor)
-    index = WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY))
     candidates = denoised_candidates(ctx)
+    indexes = copy_indexes(ctx, WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)), candidates,
+                           build=True)
     arrays: dict[str, np.ndarray] = {}
     for mode, path in candidates.items():  # every candidate blend; the probability stage picks one
         waveforms = np.load(ctx.path(path))
@@ -338,7 +395,7 @@ def match_stage(ctx: Context) -> StageCounts:
         rows = np.full((len(waveforms), cfg["k"]), -1, np.int64)
         dist = np.full((len(waveforms), cfg["k"]), np.nan, np.float32)
         if ok.any():
-            r, d = match_shots(index, waveforms[ok], k=cfg["k"], batch_size=cfg["batch_size"],
+            r, d = match_shots(indexes[mode], waveforms[ok], k=cfg["k"], batch_size=cfg["batch_size"],
                                n_threads=ctx.n_threads)
             rows[ok], dist[ok] = r, d
         key = match_key(mode, candidates)
@@ -443,9 +500,11 @@ def _calibrate_blend(ctx: Context, labels: np.ndarray) -> str:
         from ..noise import NoiseModel
 
         library = _library(ctx)
+        indexes = copy_indexes(ctx, WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)), candidates,
+                               build=False)  # what each mode's shots were matched against
         result = calibrate_blend(Denoiser.load(ctx.path(DENOISER), n_threads=ctx.n_threads),
                                  np.asarray(library.waveforms[:], np.float32), labels, NoiseModel.load(ctx.path(NOISE)),
-                                 WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)),
+                                 indexes,
                                  modes=list(candidates), k=ctx.section("match")["k"],
                                  weighting=ctx.section("probability")["weighting"], seed=ctx.seed(),
                                  n_threads=ctx.n_threads)
