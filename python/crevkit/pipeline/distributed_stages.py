@@ -307,14 +307,13 @@ def match_task(index: str, library: str, denoised: str, start: int, stop: int, p
 def match_distributed(ctx, executor) -> StageCounts:
     from .._atomic import atomic_path
     from .distributed import part_dir, remove_parts
-    from ..index import IndexWithCopies, WaveformIndex
+    from ..index import WaveformIndex
     from .stages import COPIES, INDEX, LIBRARY, copy_indexes, denoised_candidates, match_key
 
     cfg = ctx.section("match")
     candidates = denoised_candidates(ctx)
-    # the copies are made and indexed here, once, like the library's index in its own stage
-    indexes = copy_indexes(ctx, WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)), candidates,
-                           build=True)
+    # the copies are made and indexed here, once, like the library's index in its own stage; the tasks load them
+    copy_indexes(ctx, WaveformIndex.load(ctx.path(INDEX), library=ctx.path(LIBRARY)), candidates, build=True)
     n = int(np.load(ctx.path(next(iter(candidates.values()))), mmap_mode="r").shape[0])
     ranges = _ranges(n, ctx.section("cluster")["shots_per_task"])
     parts = part_dir(ctx.run.path, ctx.stage, ctx.keys[ctx.stage])
@@ -323,7 +322,7 @@ def match_distributed(ctx, executor) -> StageCounts:
         key = match_key(mode, candidates)
         denoised = ctx.path(path)
         paths = [_mode_part(p, mode) if key else p for p in _part_paths(parts, len(ranges), ".npz")]
-        copies = str(ctx.path(COPIES.format(mode=mode))) if isinstance(indexes[mode], IndexWithCopies) else None
+        copies = str(ctx.path(COPIES.format(mode=mode))) if cfg["library_copies"] else None
         tasks = [dict(index=str(ctx.path(INDEX)), library=str(ctx.path(LIBRARY)), copies=copies,
                       denoised=str(denoised), start=a, stop=b, part=p, k=cfg["k"], n_threads=executor.task_threads,
                       n=b - a)
