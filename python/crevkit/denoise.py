@@ -641,6 +641,15 @@ class NoisyWaveformStream(IterableDataset):
             yield self.batch(rng)
 
 
+def _unit_library(lib: np.ndarray) -> np.ndarray:
+    """Library rows rescaled to unit sum; rows without positive energy are refused (named)."""
+    sums = lib.sum(axis=1, dtype=np.float64)
+    if not (sums > 0).all():
+        rows = np.flatnonzero(~(sums > 0))[:10].tolist()
+        raise CrevkitValueError(f"library_waveforms: rows {rows} have no positive energy")
+    return (lib / sums[:, None]).astype(np.float32)
+
+
 # Peak SNRs of the noisy library copies that denoised shots are matched against beside the clean library
 # (:func:`noisy_library_copies`): chosen on the benchmark's validation tiles (seed 6) over 14/30/70, 30 (×1 and ×3),
 # 8/15/30/60/120, log-uniform 8-120 or 3-100 (×5) and the noise model's own scales (×3, ×5); SNR >= 20 retrieval +1.0
@@ -683,18 +692,13 @@ def noisy_library_copies(library_waveforms: Any, noise_model: Any, snrs: Any = C
     ndarray of float32, shape (len(snrs) * n, n_samples)
         Row ``c * n + i`` is library row ``i`` at ``snrs[c]``.
     """
-    lib = as_float32_array(library_waveforms, "library_waveforms", ndim=2, allow_nan=False)
-    sums = lib.sum(axis=1, dtype=np.float64)
-    if not (sums > 0).all():
-        rows = np.flatnonzero(~(sums > 0))[:10].tolist()
-        raise CrevkitValueError(f"library_waveforms: rows {rows} have no positive energy")
+    unit = _unit_library(as_float32_array(library_waveforms, "library_waveforms", ndim=2, allow_nan=False))
     levels = [check_positive(v, "snrs") for v in np.atleast_1d(np.asarray(snrs, dtype=object)).ravel()]
     if not levels:
         raise CrevkitValueError("snrs must name at least one peak SNR")
     if not callable(getattr(noise_model, "sample", None)):
         raise CrevkitTypeError("noise_model must have a sample(n, length, rng) method (crevkit.noise.NoiseModel)")
     seed = check_int(seed, "seed", minimum=0)
-    unit = (lib / sums[:, None]).astype(np.float32)
     stream = NoisyWaveformStream(unit, noise_model, len(unit), seed, "cpu", record_lengths=record_lengths)
     rows = np.arange(len(unit))
     with torch.inference_mode():
@@ -1248,11 +1252,7 @@ class Denoiser:
         if lib.shape[1] != c["n_samples"]:
             raise CrevkitValueError(f"library_waveforms has {lib.shape[1]} samples per row, the config says "
                                     f"n_samples={c['n_samples']}")
-        sums = lib.sum(axis=1, dtype=np.float64)
-        if not (sums > 0).all():
-            rows = np.flatnonzero(~(sums > 0))[:10].tolist()
-            raise CrevkitValueError(f"library_waveforms: rows {rows} have no positive energy")
-        lib = (lib / sums[:, None]).astype(np.float32)
+        lib = _unit_library(lib)
         if len(lib) < 2:
             raise CrevkitValueError("library_waveforms needs at least 2 rows (one is held out for validation)")
         if not callable(getattr(noise_model, "sample", None)):

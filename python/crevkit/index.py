@@ -1030,9 +1030,10 @@ class IndexWithCopies:
         k = check_int(k, "k", minimum=1, maximum=self.count)
         w = as_float32_array(waveforms, "waveforms", ndim=(1, 2))
         single = w.ndim == 1
+        w2 = w[None] if single else w
         options = dict(offsets=offsets, ef_search=ef_search, rerank=rerank, n_threads=n_threads)
-        r_lib, d_lib = self.index.query(w[None] if single else w, k, **options)
-        r_cop, d_cop = self.copies.query(w[None] if single else w, k, **options)
+        r_lib, d_lib = self.index.query(w2, k, **options)
+        r_cop, d_cop = self.copies.query(w2, k, **options)
         rows = np.concatenate([r_lib, r_cop % self.count], axis=1)
         dist = np.concatenate([d_lib, d_cop], axis=1)
         order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # ties: the library's waveform first
